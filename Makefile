@@ -1,0 +1,36 @@
+# convlab: every target sets itself up (uv, the locked environment) on a fresh machine.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+RUN := $(UV) run --frozen
+# Tests that need real MNIST use the shared read-only mirror when it sits beside the clone.
+TEST_MIRROR := $(wildcard ../shared/data)
+LINT_PATHS := src tests $(wildcard train.py)
+
+.PHONY: install test lint format verify clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+install: .venv/.synced  ## create .venv from uv.lock (bootstraps uv if missing)
+
+lint: install  ## ruff check + format check
+	$(RUN) ruff check $(LINT_PATHS)
+	$(RUN) ruff format --check $(LINT_PATHS)
+
+format: install  ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix $(LINT_PATHS)
+	$(RUN) ruff format $(LINT_PATHS)
+
+test: lint  ## set up, lint, run the whole test suite
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) pytest
+
+verify: install  ## check every conv implementation against F.conv2d (IMPL=name for one)
+	$(RUN) python -m convlab.verify $(IMPL)
+
+clean:  ## remove the environment and caches (keeps outputs/ and data/)
+	rm -rf .venv .pytest_cache .ruff_cache .hypothesis

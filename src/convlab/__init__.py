@@ -1,0 +1,1 @@
+"""convlab: hand-written Conv2d layers, checked, probed and timed."""

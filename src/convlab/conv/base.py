@@ -1,0 +1,211 @@
+"""Everything a Conv2d does except the convolution itself.
+
+`Conv2dBase` is the shared half of every hand-written layer in this package: it
+takes `nn.Conv2d`'s constructor, validates arguments with the exception types
+and messages `nn.Conv2d` uses, owns `weight` and `bias` initialised exactly as
+`nn.Conv2d.reset_parameters` does (same RNG calls in the same order, so a fixed
+seed gives identical tensors), checks the input the way `F.conv2d` does, applies
+every padding (zeros, 'same', reflect, replicate, circular), and handles
+unbatched input. A subclass implements one method:
+
+    _conv(x, weight, bias) -> out
+        x:      (N, C_in, H_pad, W_pad)  already padded, so the convolution is "valid"
+        weight: (C_out, C_in / groups, kH, kW)
+        bias:   (C_out,) or None
+        out:    (N, C_out, H_out, W_out) with H_out = (H_pad - dH*(kH-1) - 1) // sH + 1
+
+using `self.stride`, `self.dilation` and `self.groups`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_STRINGS = ("same", "valid")
+
+
+def output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """Output length of a valid (already padded) convolution along one axis."""
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding that keeps the length at stride 1; extra goes after, as in F.conv2d."""
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+class Conv2dBase(nn.Module):
+    """Drop-in for `nn.Conv2d` whose computation is left to a subclass's `_conv`."""
+
+    __constants__ = ["stride", "padding", "dilation", "groups", "padding_mode"]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory_kwargs = {"device": device, "dtype": dtype}
+        if groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups != 0:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups != 0:
+            raise ValueError("out_channels must be divisible by groups")
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        if isinstance(padding, str):
+            if padding not in PADDING_STRINGS:
+                raise ValueError(
+                    f"Invalid padding string {padding!r}, should be one of {set(PADDING_STRINGS)}"
+                )
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = _pair(padding)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"padding_mode must be one of {set(PADDING_MODES)}, but got padding_mode={padding_mode!r}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self._pad = self._padding_per_side()
+        self.weight = nn.Parameter(
+            torch.empty((out_channels, in_channels // groups, *self.kernel_size), **factory_kwargs)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory_kwargs))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def _padding_per_side(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom), the order F.pad takes for the last two dims."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            top, bottom = same_padding(self.kernel_size[0], self.dilation[0])
+            left, right = same_padding(self.kernel_size[1], self.dilation[1])
+            return (left, right, top, bottom)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
+    def reset_parameters(self) -> None:
+        # Same calls as nn.Conv2d: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(fan_in), ...).
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            if fan_in != 0:
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"
+        if self.padding != (0,) * len(self.kernel_size):
+            s += ", padding={padding}"
+        if self.dilation != (1,) * len(self.dilation):
+            s += ", dilation={dilation}"
+        if self.groups != 1:
+            s += ", groups={groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += ", padding_mode={padding_mode}"
+        return s.format(**self.__dict__)
+
+    def _check_arguments(self) -> None:
+        """The checks F.conv2d makes at call time, not at construction (RuntimeError there too)."""
+        if any(s <= 0 for s in self.stride):
+            raise RuntimeError(f"non-positive stride is not supported, but got stride={self.stride}")
+        if any(d <= 0 for d in self.dilation):
+            raise RuntimeError(f"dilation should be greater than zero, but got {list(self.dilation)}")
+        if any(p < 0 for p in self._pad):
+            raise RuntimeError(f"negative padding is not supported, but got {self.padding}")
+        if any(k <= 0 for k in self.kernel_size):
+            raise RuntimeError(
+                "kernel size should be greater than zero, but got kernel_height: "
+                f"{self.kernel_size[0]} kernel_width: {self.kernel_size[1]}"
+            )
+        if self.out_channels <= 0:
+            raise RuntimeError(
+                f"Given groups={self.groups}, expected weight to be at least 1 at dimension 0, "
+                f"but got weight of size {list(self.weight.shape)} instead"
+            )
+
+    def _check_input(self, x: Tensor) -> None:
+        """x: (N, C_in, H, W) after unsqueezing unbatched input."""
+        if x.shape[1] != self.in_channels:
+            raise RuntimeError(
+                f"Given groups={self.groups}, weight of size {list(self.weight.shape)}, "
+                f"expected input{list(x.shape)} to have {self.in_channels} channels, "
+                f"but got {x.shape[1]} channels instead"
+            )
+        for tensor, name in ((self.weight, "weight"), (self.bias, "bias")):
+            if tensor is not None and x.dtype != tensor.dtype:
+                raise RuntimeError(
+                    f"Input type ({x.dtype}) and {name} type ({tensor.dtype}) should be the same"
+                )
+
+    def _check_kernel_fits(self, x: Tensor) -> None:
+        """x: (N, C_in, H_pad, W_pad), the padded input."""
+        dilated = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
+        if x.shape[2] < dilated[0] or x.shape[3] < dilated[1]:
+            raise RuntimeError(
+                f"Calculated padded input size per channel: ({x.shape[2]} x {x.shape[3]}). "
+                f"Kernel size: ({dilated[0]} x {dilated[1]}). "
+                "Kernel size can't be greater than actual input size"
+            )
+
+    def _padded(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right)."""
+        if not any(self._pad):
+            return x
+        if self.padding_mode == "zeros":
+            return F.pad(x, self._pad, mode="constant", value=0.0)
+        return F.pad(x, self._pad, mode=self.padding_mode)
+
+    def valid_output_shape(self, x: Tensor) -> tuple[int, int]:
+        """(H_out, W_out) of the valid convolution of x (N, C, H_pad, W_pad), already padded."""
+        return (
+            output_size(x.shape[2], self.kernel_size[0], self.stride[0], self.dilation[0]),
+            output_size(x.shape[3], self.kernel_size[1], self.stride[1], self.dilation[1]),
+        )
+
+    def forward(self, input: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H_out, W_out); unbatched (C_in, H, W) -> (C_out, H_out, W_out)."""
+        if input.dim() not in (3, 4):
+            raise RuntimeError(
+                "Expected 3D (unbatched) or 4D (batched) input to conv2d, "
+                f"but got input of size: {list(input.shape)}"
+            )
+        self._check_arguments()
+        unbatched = input.dim() == 3
+        x = input.unsqueeze(0) if unbatched else input
+        self._check_input(x)
+        x = self._padded(x)
+        self._check_kernel_fits(x)
+        out = self._conv(x, self.weight, self.bias)
+        return out.squeeze(0) if unbatched else out
+
+    def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _conv")
