@@ -63,11 +63,13 @@ class Conv2dBase(nn.Module):
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
         if groups <= 0:
-            raise ValueError("groups must be a positive integer")
+            raise ValueError(f"groups must be a positive integer, but got groups={groups}")
         if in_channels % groups != 0:
-            raise ValueError("in_channels must be divisible by groups")
+            raise ValueError(f"in_channels must be divisible by groups, but got {in_channels=} and {groups=}")
         if out_channels % groups != 0:
-            raise ValueError("out_channels must be divisible by groups")
+            raise ValueError(
+                f"out_channels must be divisible by groups, but got {out_channels=} and {groups=}"
+            )
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride)
         self.dilation = _pair(dilation)
@@ -77,7 +79,9 @@ class Conv2dBase(nn.Module):
                     f"Invalid padding string {padding!r}, should be one of {set(PADDING_STRINGS)}"
                 )
             if padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+                raise ValueError(
+                    f"padding='same' is not supported for strided convolutions, but got stride={self.stride}"
+                )
             self.padding = padding
         else:
             self.padding = _pair(padding)
@@ -89,7 +93,6 @@ class Conv2dBase(nn.Module):
         self.out_channels = out_channels
         self.groups = groups
         self.padding_mode = padding_mode
-        self._pad = self._padding_per_side()
         self.weight = nn.Parameter(
             torch.empty((out_channels, in_channels // groups, *self.kernel_size), **factory_kwargs)
         )
@@ -135,12 +138,22 @@ class Conv2dBase(nn.Module):
 
     def _check_arguments(self) -> None:
         """The checks F.conv2d makes at call time, not at construction (RuntimeError there too)."""
+        sizes = {"kernel_size": self.kernel_size, "stride": self.stride, "dilation": self.dilation}
+        if not isinstance(self.padding, str):
+            sizes["padding"] = self.padding
+        for name, value in sizes.items():
+            if len(value) != 2:
+                raise RuntimeError(
+                    f"expected {name} to be a single integer value or a list of 2 values to match the "
+                    f"convolution dimensions, but got {name}={list(value)}"
+                )
         if any(s <= 0 for s in self.stride):
             raise RuntimeError(f"non-positive stride is not supported, but got stride={self.stride}")
         if any(d <= 0 for d in self.dilation):
             raise RuntimeError(f"dilation should be greater than zero, but got {list(self.dilation)}")
-        if any(p < 0 for p in self._pad):
-            raise RuntimeError(f"negative padding is not supported, but got {self.padding}")
+        # Non-zero modes go through F.pad, which crops on negative padding, in nn.Conv2d too.
+        if self.padding_mode == "zeros" and any(p < 0 for p in self._padding_per_side()):
+            raise RuntimeError(f"negative padding is not supported, but got padding={self.padding}")
         if any(k <= 0 for k in self.kernel_size):
             raise RuntimeError(
                 "kernel size should be greater than zero, but got kernel_height: "
@@ -178,11 +191,12 @@ class Conv2dBase(nn.Module):
 
     def _padded(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right)."""
-        if not any(self._pad):
+        pad = self._padding_per_side()
+        if not any(pad):
             return x
         if self.padding_mode == "zeros":
-            return F.pad(x, self._pad, mode="constant", value=0.0)
-        return F.pad(x, self._pad, mode=self.padding_mode)
+            return F.pad(x, pad, mode="constant", value=0.0)
+        return F.pad(x, pad, mode=self.padding_mode)
 
     def valid_output_shape(self, x: Tensor) -> tuple[int, int]:
         """(H_out, W_out) of the valid convolution of x (N, C, H_pad, W_pad), already padded."""
