@@ -126,9 +126,9 @@ def gradcheck_case(impl: str, layer_cls: type[nn.Module], case: ConvCase) -> Che
     described = f"atol={GRADCHECK_TOLERANCE['atol']:g} rtol={GRADCHECK_TOLERANCE['rtol']:g}"
     result = CheckResult(impl, case, "gradcheck", tolerance=described)
     tensors = random_tensors(case, torch.float64)
+    names = ["weight"] + (["bias"] if tensors["bias"] is not None else [])
     try:
         layer = layer_cls(**case.conv_kwargs(), dtype=torch.float64)
-        names = ["weight"] + (["bias"] if tensors["bias"] is not None else [])
         inputs = tuple(_float64_leaf(tensors[k]) for k in ["x", *names])
 
         def layer_of(x: Tensor, *params: Tensor) -> Tensor:
@@ -136,5 +136,8 @@ def gradcheck_case(impl: str, layer_cls: type[nn.Module], case: ConvCase) -> Che
 
         torch.autograd.gradcheck(layer_of, inputs, **GRADCHECK_TOLERANCE)
     except Exception as error:  # gradcheck raises GradcheckError with the mismatching Jacobians
-        result.problem = f"gradcheck: {type(error).__name__}: {str(error).splitlines()[0]}"
+        first_line = str(error).splitlines()[0].rstrip(",")
+        for index, name in enumerate(["x", *names]):
+            first_line = first_line.replace(f"input {index}", f"input {index} ({name})")
+        result.problem = f"gradcheck: {type(error).__name__}: {first_line}"
     return result
