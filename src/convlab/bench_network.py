@@ -1,0 +1,168 @@
+"""The reference network's training step per conv implementation, and Lightning's loop against a plain one.
+
+Both run on the same synthetic MNIST-shaped batches (the numbers do not depend
+on pixel values, and the bench needs no dataset):
+
+- training step: `ReferenceNet(conv)` in train mode, SGD as the MNIST example
+  (lr 0.01, momentum 0.5): zero_grad, forward, NLL loss, backward, step. Timed
+  per step with the implementations interleaved (`convlab.bench_timing`), as
+  images per second and as a ratio to `nn.Conv2d`. The Python-loop layers are
+  left out: their conv times alone already project hours per epoch.
+- loop overhead: the same `LitClassifier` trained for one pass over the batches
+  by `lightning.Trainer` (no logger, checkpoint or progress bar) and by a plain
+  `for images, labels in loader` loop, alternately. Lightning's training time is
+  measured by `convlab.callbacks.EpochTimer` from epoch start to its last batch,
+  so the Trainer's one-off set-up is reported apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from convlab.bench_cases import BASELINE, IMPLEMENTATIONS, SLOW_IMPLS
+from convlab.bench_timing import interleaved_times, summarize, synchronizer
+from convlab.callbacks import EpochTimer
+from convlab.model import LitClassifier, ReferenceNet
+
+BATCH_SIZE = 64
+SGD = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.5)
+
+
+def synthetic_batches(steps: int, device: torch.device, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """images (steps * 64, 1, 28, 28) standard normal, like normalised MNIST; labels (steps * 64,) in 0..9."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(steps * BATCH_SIZE, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (steps * BATCH_SIZE,), generator=generator)
+    return images.to(device), labels.to(device)
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor) -> None:
+    optimizer.zero_grad()
+    F.nll_loss(net(images), labels).backward()
+    optimizer.step()
+
+
+class StepCycler:
+    """One training step of one network per call, cycling through the batches."""
+
+    def __init__(self, net: nn.Module, images: Tensor, labels: Tensor) -> None:
+        self.net, self.optimizer = net.train(), SGD(net.parameters())
+        self.batches = list(zip(images.split(BATCH_SIZE), labels.split(BATCH_SIZE), strict=True))
+        self.index = 0
+
+    def __call__(self) -> None:
+        images, labels = self.batches[self.index % len(self.batches)]
+        self.index += 1
+        train_step(self.net, self.optimizer, images, labels)
+
+
+def training_step_times(args: argparse.Namespace, progress: Progress) -> list[dict]:
+    """Per implementation: median seconds per step, images per second, paired ratio to nn.Conv2d."""
+    names = [name for name in args.impls if name not in SLOW_IMPLS]
+    images, labels = synthetic_batches(4 if args.quick else 16, args.device)
+    steps = {
+        name: StepCycler(ReferenceNet(IMPLEMENTATIONS[name]).to(args.device), images, labels)
+        for name in names
+    }
+    task = progress.add_task("training step", total=None)
+    times = interleaved_times(
+        steps,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        budget_s=args.budget,
+        min_repeats=min(3, args.repeats),
+        sync=synchronizer(args.device),
+        on_round=lambda done, total: progress.update(task, completed=done, total=total),
+    )
+    progress.remove_task(task)
+    return [
+        {
+            "impl": name,
+            "step_ms": s.median_s * 1e3,
+            "iqr_step_ms": [s.q1_s * 1e3, s.q3_s * 1e3],
+            "images_per_s": BATCH_SIZE / s.median_s,
+            "ratio": 1.0 if s.ratio is None else s.ratio,
+            "ratio_iqr": [1.0, 1.0] if s.ratio is None else [s.ratio_q1, s.ratio_q3],
+            "repeats": s.repeats,
+        }
+        for name, s in summarize(times, BASELINE).items()
+    ]
+
+
+def lightning_epoch(model: LitClassifier, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(seconds of the training batches, seconds of the whole `fit` call) for one pass over loader."""
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(model, train_dataloaders=loader)
+    return timer.train_seconds, time.perf_counter() - start
+
+
+def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Seconds for one pass over loader with a bare PyTorch training loop."""
+    sync, optimizer = synchronizer(device), SGD(net.parameters())
+    net.train()
+    start = time.perf_counter()
+    for images, labels in loader:
+        train_step(net, optimizer, images, labels)
+    sync()
+    return time.perf_counter() - start
+
+
+def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASELINE) -> dict:
+    """Lightning's training loop against a plain one: the same model, batches and optimizer, alternately."""
+    images, labels = synthetic_batches(4 if args.quick else 100, args.device, seed=1)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=BATCH_SIZE)
+    model = LitClassifier(ReferenceNet(IMPLEMENTATIONS[conv]), optimizer=SGD).to(args.device)
+    rounds = 2 if args.quick else 5
+    plain, lightning, setup = [], [], []
+    task = progress.add_task("lightning vs plain loop", total=rounds)
+    for _ in range(rounds):
+        plain.append(plain_epoch(model.net, loader, args.device))
+        train_s, fit_s = lightning_epoch(model, loader, args.device)
+        lightning.append(train_s)
+        setup.append(fit_s - train_s)
+        progress.advance(task)
+    progress.remove_task(task)
+    summaries = summarize({"plain": plain, "lightning": lightning}, "plain")
+    return {
+        "conv": conv,
+        "images": len(images),
+        "rounds": rounds,
+        "plain_images_per_s": len(images) / summaries["plain"].median_s,
+        "lightning_images_per_s": len(images) / summaries["lightning"].median_s,
+        "ratio": summaries["lightning"].ratio,
+        "ratio_iqr": [summaries["lightning"].ratio_q1, summaries["lightning"].ratio_q3],
+        "lightning_setup_s": sorted(setup)[len(setup) // 2],
+    }
+
+
+def network_benchmark(args: argparse.Namespace, progress: Progress) -> dict:
+    return {
+        "batch_size": BATCH_SIZE,
+        "training_step": training_step_times(args, progress),
+        "loop_overhead": loop_overhead(args, progress),
+    }

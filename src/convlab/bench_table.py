@@ -1,0 +1,134 @@
+"""Markdown tables of a `convlab.bench` result (the dict written to bench.json)."""
+
+from __future__ import annotations
+
+from convlab.bench_cases import BASELINE, MODES, SLOW_IMPLS
+
+
+def duration(ms: float) -> str:
+    """A time with a unit that keeps 2-3 significant digits: 0.612 ms, 48.1 ms, 1.23 s, 4.5 h."""
+    seconds = ms / 1e3
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    return f"{ms:.3g} ms"
+
+
+def ratio_cell(ratio: float, spread: list[float]) -> str:
+    if ratio >= 100:
+        return f"{ratio:,.0f}×"
+    return f"{ratio:.2f}× [{spread[0]:.2f}–{spread[1]:.2f}]"
+
+
+def machine_line(machine: dict) -> str:
+    device = machine.get("gpu", machine["cpu"])
+    return (
+        f"Machine: {device} ({machine['device']}), torch {machine['torch']}, "
+        f"{machine['threads']} threads, {machine['date']}."
+    )
+
+
+def conv_table(result: dict, mode: str) -> list[str]:
+    """Rows: implementations; columns: cases; cells: median time and paired ratio to nn.Conv2d."""
+    records = [r for r in result["conv"] if r["mode"] == mode]
+    cases = list(dict.fromkeys(r["case"] for r in records))
+    impls = [name for name in result["settings"]["impls"] if any(r["impl"] == name for r in records)]
+    cell = {(r["impl"], r["case"]): r for r in records}
+    lines = [
+        "| implementation | " + " | ".join(cases) + " |",
+        "|---|" + "---|" * len(cases),
+    ]
+    for impl in impls:
+        cells = []
+        for case in cases:
+            r = cell.get((impl, case))
+            if r is None:
+                cells.append("—")
+            elif impl in SLOW_IMPLS:
+                cells.append(f"{duration(r['per_image_ms'])}/image, {ratio_cell(r['ratio'], r['ratio_iqr'])}")
+            else:
+                cells.append(f"{duration(r['median_ms'])}, {ratio_cell(r['ratio'], r['ratio_iqr'])}")
+        lines.append(f"| `{impl}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def epoch_table(result: dict) -> list[str]:
+    per_image = {
+        (r["impl"], r["case"]): r["per_image_ms"]
+        for r in result["conv"]
+        if r["mode"] == "fwd+bwd" and r["case"] in ("conv1", "conv2")
+    }
+    lines = [
+        "| implementation | conv1 per image | conv2 per image | conv1 + conv2, one MNIST epoch |",
+        "|---|---|---|---|",
+    ]
+    for impl, epoch_s in result["mnist_epoch_conv_s"].items():
+        lines.append(
+            f"| `{impl}` | {duration(per_image[impl, 'conv1'])} | {duration(per_image[impl, 'conv2'])} "
+            f"| {duration(epoch_s * 1e3)} |"
+        )
+    return lines
+
+
+def network_tables(network: dict) -> list[str]:
+    lines = [
+        f"Training step of the reference network (batch {network['batch_size']}, SGD), "
+        "median over interleaved steps:",
+        "",
+        "| implementation | step | images/s | ratio to `torch` |",
+        "|---|---|---|---|",
+    ]
+    for r in network["training_step"]:
+        lines.append(
+            f"| `{r['impl']}` | {duration(r['step_ms'])} | {r['images_per_s']:,.0f} "
+            f"| {ratio_cell(r['ratio'], r['ratio_iqr'])} |"
+        )
+    loop = network["loop_overhead"]
+    lines += [
+        "",
+        f"Training loop, conv=`{loop['conv']}`, {loop['images']:,} images per pass, "
+        f"{loop['rounds']} passes each:",
+        "",
+        "| loop | images/s | time ratio to the plain loop |",
+        "|---|---|---|",
+        f"| plain PyTorch | {loop['plain_images_per_s']:,.0f} | 1.00× |",
+        f"| Lightning `Trainer` + `LitClassifier` | {loop['lightning_images_per_s']:,.0f} "
+        f"| {ratio_cell(loop['ratio'], loop['ratio_iqr'])} |",
+        "",
+        "Lightning's one-off set-up per `fit` call (not in the ratio): "
+        f"{duration(loop['lightning_setup_s'] * 1e3)}.",
+    ]
+    return lines
+
+
+def markdown_report(result: dict) -> str:
+    """The tables `make bench` prints, as one markdown string."""
+    settings = result["settings"]
+    lines = [machine_line(result["machine"]), ""]
+    shapes = "; ".join(f"{name} {shape}" for name, shape in settings["cases"].items())
+    lines += [f"Shapes (batch × C_in × H × W → C_out, kernel, stride, padding, groups): {shapes}", ""]
+    titles = {"fwd": "Forward", "fwd+bwd": "Forward + backward"}
+    for mode in MODES:
+        lines += [
+            f"{titles[mode]}: median time per call, ratio to `{BASELINE}` (`nn.Conv2d`) paired in the "
+            f"same run [IQR], {settings['repeats']} repeats at most:",
+            "",
+            *conv_table(result, mode),
+            "",
+        ]
+    if result["mnist_epoch_conv_s"]:
+        slow = ", ".join(f"`{name}`" for name in SLOW_IMPLS if name in settings["impls"])
+        lines += [
+            "Conv layers alone, forward + backward, projected to the 60,000 MNIST training images"
+            + (f" ({slow}: timed on {settings['slow_batch']} image(s) per call)" if slow else "")
+            + ":",
+            "",
+            *epoch_table(result),
+            "",
+        ]
+    if "network" in result:
+        lines += [*network_tables(result["network"]), ""]
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Timing for `convlab.bench`: interleaved repeats, robust statistics, ratios measured in the same run.
+
+The machine a benchmark runs on is shared and noisy: a neighbour's job can slow
+every call for a second, then stop. Two rules keep the comparison fair anyway:
+
+- interleave: each round calls every contender once, in an order that rotates
+  from round to round, so a noisy second hits all of them alike;
+- pair: a contender's ratio to the baseline is the median over rounds of
+  (its time / the baseline's time in the same round), not a ratio of two
+  medians taken at different moments.
+
+Statistics are the median and the interquartile range (IQR), which ignore the
+few calls a context switch or the garbage collector made slow.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Seconds per call of one contender, and its paired ratio to the baseline (None for the baseline)."""
+
+    median_s: float
+    q1_s: float
+    q3_s: float
+    repeats: int
+    ratio: float | None = None
+    ratio_q1: float | None = None
+    ratio_q3: float | None = None
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); all three equal for a single value."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """A function that waits for the device to finish queued work (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_call(call: Callable[[], object], sync: Callable[[], None]) -> float:
+    """Seconds for one call, including the device work it queued."""
+    sync()
+    start = time.perf_counter()
+    call()
+    sync()
+    return time.perf_counter() - start
+
+
+def interleaved_times(
+    calls: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int,
+    budget_s: float,
+    min_repeats: int,
+    sync: Callable[[], None],
+    prepare: Callable[[str], None] = lambda name: None,
+    on_round: Callable[[int, int], None] = lambda done, total: None,
+) -> dict[str, list[float]]:
+    """Times of every call, measured in interleaved rounds.
+
+    calls: name -> a function doing one unit of work (a forward, a forward+backward).
+    Each call gets `warmup` untimed runs, then up to `repeats` timed ones; a call whose
+    warm-up shows it would spend more than `budget_s` on its repeats gets fewer, never
+    less than `min_repeats`. `prepare(name)` runs untimed before every call (zeroing grads).
+    Returns name -> seconds, one entry per round the call took part in (rounds 0, 1, ...).
+    """
+    planned: dict[str, int] = {}
+    for name, call in calls.items():
+        warm_times = []
+        for _ in range(warmup):
+            prepare(name)
+            warm_times.append(time_call(call, sync))
+        per_call = min(warm_times) if warm_times else 0.0
+        affordable = int(budget_s / per_call) if per_call > 0 else repeats
+        planned[name] = max(min_repeats, min(repeats, affordable))
+    rounds = max(planned.values())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            if round_index < planned[name]:
+                prepare(name)
+                times[name].append(time_call(calls[name], sync))
+        on_round(round_index + 1, rounds)
+    return times
+
+
+def summarize(times: dict[str, list[float]], baseline: str, scale: dict[str, float] | None = None) -> dict:
+    """name -> Summary; ratios pair each round with the baseline's time in the same round.
+
+    scale: optional name -> factor applied to that contender's times before comparing
+    (1 / batch to compare per-image times of contenders run at different batch sizes).
+    """
+    scale = scale or {}
+    base = [t * scale.get(baseline, 1.0) for t in times[baseline]]
+    summaries = {}
+    for name, values in times.items():
+        scaled = [t * scale.get(name, 1.0) for t in values]
+        q1, median, q3 = quartiles(scaled)
+        if name == baseline:
+            summaries[name] = Summary(median, q1, q3, len(scaled))
+            continue
+        r1, ratio, r3 = quartiles([t / b for t, b in zip(scaled, base, strict=False)])
+        summaries[name] = Summary(median, q1, q3, len(scaled), ratio, r1, r3)
+    return summaries

@@ -1,0 +1,103 @@
+"""`python -m convlab.bench` runs at tiny sizes and writes what it promises. No test asserts a time."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from convlab.bench import main
+from convlab.bench_cases import MODES, QUICK_CASES, SLOW_IMPLS
+from convlab.bench_timing import interleaved_times, summarize
+
+RECORD_KEYS = {
+    "case",
+    "mode",
+    "impl",
+    "batch",
+    "repeats",
+    "median_ms",
+    "per_image_ms",
+    "iqr_per_image_ms",
+    "ratio",
+    "ratio_iqr",
+}
+
+
+def run_bench(tmp_path, *args: str) -> tuple[dict, str]:
+    out, markdown = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--quick", "--out", str(out), "--markdown", str(markdown), *args]) == 0
+    return json.loads(out.read_text()), markdown.read_text()
+
+
+def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
+    result, markdown = run_bench(tmp_path, "--impl", "unfold", "--impl", "vanilla", "--no-network")
+    assert {"cpu", "device", "threads", "torch", "date"} <= result["machine"].keys()
+    assert result["machine"]["threads"] == torch.get_num_threads()
+    assert result["settings"]["impls"] == ["torch", "unfold", "vanilla"]
+    assert "network" not in result
+    seen = {(r["case"], r["mode"], r["impl"]) for r in result["conv"]}
+    batches = {case.name: case.batch for case in QUICK_CASES}
+    for case in QUICK_CASES:
+        for mode in MODES:
+            assert {(case.name, mode, "torch"), (case.name, mode, "unfold")} <= seen
+            # The loop layer runs at the reference shapes only.
+            assert ((case.name, mode, "vanilla") in seen) == case.reference
+    for record in result["conv"]:
+        assert record.keys() == RECORD_KEYS
+        assert record["median_ms"] > 0 and record["repeats"] >= 1
+        assert record["batch"] == (1 if record["impl"] in SLOW_IMPLS else batches[record["case"]])
+        if record["impl"] == "torch":
+            assert record["ratio"] == 1.0
+    assert set(result["mnist_epoch_conv_s"]) == {"torch", "unfold", "vanilla"}
+    # The markdown printed is the markdown written, with a row per implementation.
+    assert markdown.strip() in capsys.readouterr().out
+    assert "| `unfold` |" in markdown and "/image" in markdown
+
+
+def test_network_part_times_training_steps_and_both_loops(tmp_path):
+    result, markdown = run_bench(tmp_path, "--impl", "manual", "--impl", "vanilla_original")
+    network = result["network"]
+    # Loop layers would take minutes per step: left out of the network part.
+    assert [r["impl"] for r in network["training_step"]] == ["torch", "manual"]
+    assert all(r["images_per_s"] > 0 for r in network["training_step"])
+    loop = network["loop_overhead"]
+    assert loop["plain_images_per_s"] > 0 and loop["lightning_images_per_s"] > 0 and loop["ratio"] > 0
+    assert "Lightning" in markdown
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error shown without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cuda", "--out", str(tmp_path / "bench.json")])
+    assert exit_info.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_interleaving_rotates_the_order_and_respects_the_budget():
+    order = []
+
+    def slow() -> None:
+        order.append("slow")
+        time.sleep(0.02)
+
+    calls = {"fast": lambda: order.append("fast"), "slow": slow}
+    times = interleaved_times(calls, repeats=6, warmup=1, budget_s=0.01, min_repeats=2, sync=lambda: None)
+    assert len(times["fast"]) == 6
+    assert len(times["slow"]) == 2  # the budget affords none: the minimum
+    timed = order[2:]  # after one warm-up call each
+    assert timed[:2] == ["fast", "slow"] and timed[2:4] == ["slow", "fast"]
+
+
+def test_ratios_are_paired_round_by_round():
+    times = {"base": [1.0, 10.0, 2.0], "twice": [2.0, 20.0, 4.0], "short": [3.0]}
+    stats = summarize(times, "base")
+    assert stats["base"].ratio is None and stats["base"].median_s == 2.0
+    # A noisy round slows both alike: the paired ratio stays exactly 2.
+    assert stats["twice"].ratio == stats["twice"].ratio_q1 == stats["twice"].ratio_q3 == 2.0
+    assert stats["short"].ratio == 3.0 and stats["short"].repeats == 1
+    per_image = summarize(times, "base", scale={"base": 1 / 64, "twice": 1.0})
+    assert per_image["twice"].ratio == pytest.approx(128.0)
