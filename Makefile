@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 TEST_MIRROR := $(wildcard ../shared/data)
 LINT_PATHS := src tests $(wildcard train.py)
 
-.PHONY: install test lint format verify clean help
+.PHONY: install test lint format verify bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: lint  ## set up, lint, run the whole test suite
 
 verify: install  ## check every conv implementation against F.conv2d (IMPL=name for one)
 	$(RUN) python -m convlab.verify $(IMPL)
+
+bench: install  ## time every conv implementation against nn.Conv2d, print the tables (ARGS=--quick etc.)
+	$(RUN) python -m convlab.bench --markdown outputs/bench/bench.md $(ARGS)
 
 clean:  ## remove the environment and caches (keeps outputs/ and data/)
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
