@@ -29,8 +29,8 @@ format: install  ## apply ruff fixes and formatting
 test: lint  ## set up, lint, run the whole test suite
 	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) pytest
 
-verify: install  ## check every conv implementation against F.conv2d (IMPL=name for one)
-	$(RUN) python -m convlab.verify $(IMPL)
+verify: install  ## check conv implementations against F.conv2d (IMPL=name for one, ARGS=--markdown etc.)
+	$(RUN) python -m convlab.verify $(IMPL) $(ARGS)
 
 bench: install  ## time every conv implementation against nn.Conv2d, print the tables (ARGS=--quick etc.)
 	$(RUN) python -m convlab.bench --markdown outputs/bench/bench.md $(ARGS)

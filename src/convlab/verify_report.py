@@ -97,17 +97,17 @@ def print_report(console: Console, summaries: list[ImplSummary], failures_only: 
     rows = [check_row(r) for r in results]
     notes = failure_notes(results)
     if markdown:
-        # markup=False: configuration names contain brackets that rich would read as style tags.
-        if rows:
-            console.print(markdown_table(CHECK_HEADER, rows) + "\n", markup=False, soft_wrap=True)
-        for note in notes:
-            console.print(f"- {note}", markup=False, soft_wrap=True)
-        summary_rows = [s.row() for s in summaries]
-        console.print(markdown_table(SUMMARY_HEADER, summary_rows), markup=False, soft_wrap=True)
+        blocks = [markdown_table(CHECK_HEADER, rows)] if rows else []
+        blocks += ["\n".join(f"- {note}" for note in notes)] if notes else []
+        blocks.append(markdown_table(SUMMARY_HEADER, [s.row() for s in summaries]))
+        # Plain text: no rich markup (notes contain brackets), highlighting or wrapping.
+        console.print("\n\n".join(blocks), markup=False, highlight=False, soft_wrap=True)
         return
     if rows:
         console.print(rich_table("checks against F.conv2d (float64 reference)", CHECK_HEADER, rows))
     for note in notes:
-        console.print(note, style="red", markup=False)
+        console.print(note, style="red", markup=False, soft_wrap=True)
     for summary in summaries:
-        console.print(summary.line(), style="green" if summary.passed else "red", markup=False)
+        console.print(
+            summary.line(), style="green" if summary.passed else "red", markup=False, soft_wrap=True
+        )
