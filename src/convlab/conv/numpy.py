@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from convlab.conv.base import Conv2dBase
 
@@ -59,6 +60,7 @@ class _NumpyConvFunction(torch.autograd.Function):
         return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
 
     @staticmethod
+    @once_differentiable  # NumPy is invisible to autograd: a second derivative must raise, not be 0
     def backward(ctx, grad_out: Tensor):
         """grad_out (N, C_out, H_out, W_out) -> dx (N, C_in, H_pad, W_pad), dW, db, None."""
         x, weight = ctx.saved_tensors
