@@ -80,11 +80,12 @@ def _reference(case: ConvCase, tensors: dict[str, Tensor | None]) -> dict[str, T
     return {"out": out.detach(), "dx": x.grad, "dW": weight.grad, "db": None if bias is None else bias.grad}
 
 
-def _wrong_dtypes(results: dict[str, Tensor | None], dtype: torch.dtype) -> str:
-    wrong = [
-        f"{k} is {dtype_name(t.dtype)}" for k, t in results.items() if t is not None and t.dtype != dtype
+def _wrong_dtypes(results: dict[str, Tensor | None], dtype: torch.dtype) -> list[str]:
+    return [
+        f"{k} is {dtype_name(t.dtype)}, not {dtype_name(dtype)}"
+        for k, t in results.items()
+        if t is not None and t.dtype != dtype
     ]
-    return f"expected {dtype_name(dtype)} results, but {', '.join(wrong)}" if wrong else ""
 
 
 def check_case(
@@ -109,15 +110,12 @@ def check_case(
     except Exception as error:  # a broken layer is a failed check, reported, not a crash of the tool
         result.problem = f"raised {type(error).__name__}: {error}"
         return result
+    missing = [name for name in TENSORS if expected[name] is not None and actual[name] is None]
     for name in TENSORS:
-        if expected[name] is None:
-            continue
-        if actual[name] is None:
-            result.problem = f"no gradient for {name}"
-            continue
-        result.comparisons[name] = compare(actual[name], expected[name], reduction, judged_at)
-    if not result.problem:
-        result.problem = _wrong_dtypes(actual, dtype)
+        if expected[name] is not None and actual[name] is not None:
+            result.comparisons[name] = compare(actual[name], expected[name], reduction, judged_at)
+    problems = [f"no gradient for {name}" for name in missing] + _wrong_dtypes(actual, dtype)
+    result.problem = "; ".join(problems)
     return result
 
 
