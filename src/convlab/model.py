@@ -1,0 +1,144 @@
+"""The reference MNIST network, built from any registered conv class, and its LightningModule.
+
+`ReferenceNet` is the network of PyTorch's classic MNIST example
+(github.com/pytorch/examples, mnist/main.py before 2020) with the two conv layers
+taken from the class given, so every implementation trains in the same network
+with nothing else changed. `LitClassifier` trains it with NLL loss and logs loss
+and accuracy through torchmetrics, which stay correct under DDP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from convlab.probes import apply_probe, snapshot_parameters
+from convlab.seeding import derived_seed
+
+CONV_INITS = ("default", "uniform01")
+
+
+class ReferenceNet(nn.Module):
+    """conv1 1->10 k5, pool, ReLU; conv2 10->20 k5, Dropout2d, pool, ReLU; fc1 320->50; fc2 50->10.
+
+    conv_layer: a class with `nn.Conv2d`'s constructor (any value of `convlab.conv.CONV_LAYERS`).
+    conv_init: "default" keeps the layer's own initialisation (that of `nn.Conv2d`);
+        "uniform01" redraws conv weights with `torch.rand`, all positive in [0, 1): a common
+        first attempt in a hand-written layer, kept so users can see what it does to training.
+    """
+
+    def __init__(self, conv_layer: type[nn.Module], conv_init: str = "default") -> None:
+        super().__init__()
+        if conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {CONV_INITS}, got {conv_init!r}")
+        self.conv_init = conv_init
+        self.conv1 = conv_layer(1, 10, kernel_size=5)
+        self.conv2 = conv_layer(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+        self.fc1_drop = nn.Dropout()
+        if conv_init == "uniform01":
+            self.reset_conv_parameters()
+
+    def reset_conv_parameters(self) -> None:
+        """Draw conv weights and biases again from the distribution `conv_init` names."""
+        for conv in (self.conv1, self.conv2):
+            conv.reset_parameters()
+            if self.conv_init == "uniform01":
+                with torch.no_grad():
+                    conv.weight.copy_(torch.rand_like(conv.weight))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 1, 28, 28) -> log-probabilities (N, 10)."""
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))  # (N, 10, 12, 12)
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))  # (N, 20, 4, 4)
+        x = F.relu(self.fc1(x.flatten(1)))  # (N, 50)
+        x = self.fc2(self.fc1_drop(x))  # (N, 10)
+        return F.log_softmax(x, dim=1)
+
+
+class LitClassifier(L.LightningModule):
+    """Trains `net` with NLL loss; applies the probe; keeps the initial weights for drift checks.
+
+    net: maps (N, 1, 28, 28) -> log-probabilities (N, 10).
+    optimizer: a partial optimizer (Hydra `_partial_: true`) called with the trainable parameters.
+    probe: a name in `convlab.probes.PROBES`; what it freezes never reaches the optimizer.
+    seed: the run's seed; each training epoch reseeds torch's RNG from (seed, epoch) so a run
+        resumed from an end-of-epoch checkpoint draws the same dropout masks as one never stopped.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        probe: str = "none",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.probe = probe
+        self.seed = seed
+        self.frozen = apply_probe(net, probe)
+        # Weights at initialisation (after the probe), the reference for drift and the frozen check.
+        # Saved in checkpoints so that a resumed run still compares against the true start.
+        self.initial_params = snapshot_parameters(net)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # A buffer (not a float) so it lands in the checkpoint and survives resume.
+        self.register_buffer("best_val_acc", torch.tensor(0.0))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 1, 28, 28) -> log-probabilities (N, 10)."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc_metric: MulticlassAccuracy):
+        images, labels = batch
+        log_probs = self(images)
+        loss = F.nll_loss(log_probs, labels)
+        loss_metric.update(loss.detach(), weight=labels.shape[0])
+        acc_metric.update(log_probs.argmax(dim=1), labels)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(derived_seed(self.seed, "epoch", self.current_epoch))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, self.train_loss, self.train_acc)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_loss, self.val_acc)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        # The two sanity-check batches before training are not a validation score.
+        if not self.trainer.sanity_checking:
+            self.best_val_acc.fill_(max(self.best_val_acc.item(), self.val_acc.compute().item()))
+        self.log("val/acc_best", self.best_val_acc, sync_dist=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.test_loss, self.test_acc)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory([p for p in self.net.parameters() if p.requires_grad])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["initial_params"] = self.initial_params
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.initial_params = checkpoint["initial_params"]

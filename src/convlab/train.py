@@ -1,0 +1,135 @@
+"""The training task behind `python train.py`: fit, test, probe measurements, results.json.
+
+`run(cfg)` takes the composed Hydra config (configs/train.yaml), builds every piece with
+`hydra.utils.instantiate`, trains and tests, measures the probe metrics of `convlab.probes`,
+writes `results.json` into the run directory and returns the metric `cfg.optimized_metric`
+names (a key of results.json's "metrics"), which Hydra sweepers optimise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from convlab.callbacks import EpochTimer
+from convlab.probes import accuracy, conv_drift, frozen_unchanged, redrawn_conv_copy
+from convlab.seeding import derived_seed
+
+# In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as `callbacks` or `logger`; null entries are off."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides of this job (`conv=unfold seed=1`), or none when composed outside `@hydra.main`."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def measure(trainer: L.Trainer, model, datamodule, timer: EpochTimer, test: dict, seed: int) -> dict:
+    """The "metrics" of results.json: final test scores and what the probes measure."""
+    # The random-conv ablation sees exactly the test batches the test pass saw (limit_test_batches).
+    test_batches = itertools.islice(datamodule.test_dataloader(), int(trainer.num_test_batches[0]))
+    redrawn = redrawn_conv_copy(model.net, derived_seed(seed, "redraw conv"))
+    return {
+        "test_acc": test["test/acc"],
+        "test_loss": test["test/loss"],
+        "best_val_acc": model.best_val_acc.item(),
+        "redrawn_conv_test_acc": accuracy(redrawn, test_batches),
+        "conv_drift": conv_drift(model.net, model.initial_params),
+        "frozen_unchanged": frozen_unchanged(model.net, model.initial_params),
+        "epochs": trainer.current_epoch,
+        "epoch_time_s": timer.epoch_time_s,
+        "images_per_s": timer.images_per_s,
+        "train_images": timer.images_last_epoch,
+        "test_images": timer.test_images,
+    }
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
+    """Run settings with final metrics, for TensorBoard's HParams tab (each logger's hparams file too)."""
+    optimizer = cfg.model.optimizer
+    hparams = {
+        "conv": cfg.conv.name,
+        "probe": cfg.probe.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "optimizer": optimizer._target_.rsplit(".", 1)[-1],
+        "lr": optimizer.lr,
+        "batch_size": cfg.data.batch_size,
+        "conv_init": cfg.model.net.conv_init,
+        "train_subset": str(cfg.data.train_subset),
+    }
+    final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    final.update({f"final/conv_drift_{layer}": v for layer, v in metrics["conv_drift"].items()})
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # The HParams tab pairs settings with metrics written by this same call.
+            logger.log_hyperparams(hparams, metrics=final, step=trainer.global_step)
+        else:
+            logger.log_hyperparams(hparams)
+            logger.log_metrics(final, step=trainer.global_step)
+        logger.finalize("success")
+
+
+def print_metrics(metrics: dict, path: Path) -> None:
+    table = Table(title=f"results: {path}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if isinstance(value, dict):
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in value.items())
+        table.add_row(key, shown)
+    Console().print(table)
+
+
+def run(cfg: DictConfig) -> float:
+    """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    # Always attached: results.json needs its timings whatever the callbacks config holds.
+    timer = EpochTimer()
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*instantiate_all(cfg.get("callbacks")), timer],
+        logger=instantiate_all(cfg.get("logger")) or False,
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    test = trainer.test(model, datamodule=datamodule)[0]
+    metrics = measure(trainer, model, datamodule, timer, test, cfg.seed)
+    if trainer.is_global_zero:
+        results = {
+            "conv": cfg.conv.name,
+            "probe": cfg.probe.name,
+            "data": cfg.data.name,
+            "seed": cfg.seed,
+            "overrides": command_line_overrides(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": metrics,
+        }
+        path = Path(cfg.paths.output_dir) / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        log_hparams(trainer, cfg, metrics)
+        print_metrics(metrics, path)
+    return metrics[cfg.optimized_metric]

@@ -1,0 +1,73 @@
+"""Helpers for the training-harness tests: tiny fake MNIST files and composed train configs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SHARED_MIRROR = REPO.parent / "shared" / "data"
+
+
+def real_mirror() -> Path | None:
+    """The real MNIST mirror ($CONVLAB_DATA_MIRROR, else ../shared/data), or None (download instead)."""
+    configured = os.environ.get("CONVLAB_DATA_MIRROR")
+    if configured:
+        return Path(configured)
+    return SHARED_MIRROR if SHARED_MIRROR.is_dir() else None
+
+
+def write_idx(path: Path, data: torch.Tensor) -> None:
+    """Write a uint8 tensor as a gzipped IDX file (the format of MNIST's *-ubyte.gz files)."""
+    magic = 0x0800 | data.dim()  # 0x08: unsigned byte, then the number of dimensions
+    header = struct.pack(f">I{data.dim()}I", magic, *data.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + data.numpy().tobytes())
+
+
+def write_fake_mnist(mirror: Path, n_train: int = 120, n_test: int = 40, name: str = "MNIST") -> Path:
+    """A mirror `<mirror>/<name>/raw/*.gz` of random 28x28 images whose labels cycle 0..9.
+
+    Each image's brightest row encodes its label, so a network can learn it in a few steps.
+    """
+    generator = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        images = torch.randint(0, 128, (n, 28, 28), dtype=torch.uint8, generator=generator)
+        images[torch.arange(n), 4 + 2 * labels.long()] = 255
+        write_idx(mirror / name / "raw" / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(mirror / name / "raw" / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return mirror
+
+
+def fake_data_overrides(mirror: Path, root: Path) -> list[str]:
+    """Overrides that train on the fake mirror: 100 train / 20 validation / 40 test images, batch 16."""
+    return [
+        f"data.mirror={mirror}",
+        f"data.root={root}",
+        "data.verify_md5=false",
+        "data.val_size=20",
+        "data.batch_size=16",
+        "data.eval_batch_size=20",
+    ]
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """configs/train.yaml composed as `python train.py <overrides>` would, writing into `output_dir`."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        del cfg["hydra"]  # @hydra.main hands the task the config without it
+    return cfg
