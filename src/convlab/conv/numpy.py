@@ -15,13 +15,17 @@ derived by hand:
 
 A `torch.autograd.Function` wraps it so it trains inside the MNIST network.
 Tensors go to the host as NumPy arrays and back to the input's device: on a GPU
-this layer copies every activation and gradient through host memory.
+this layer copies every activation and gradient through host memory
+(and warns once that it does).
 
 Cost: NumPy's einsum is single-threaded BLAS at best; a few times slower than
 `unfold` on the CPU, plus the copies.
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
 
 import numpy as np
 import torch
@@ -43,6 +47,17 @@ def patches(x: np.ndarray, layer: Conv2dBase) -> np.ndarray:
 
 def to_numpy(t: Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+@functools.cache
+def warn_host_round_trip(device_type: str) -> None:
+    """Once per device type: this layer cannot compute on an accelerator."""
+    warnings.warn(
+        f"NumpyConv2d computes in NumPy on the host: with {device_type} tensors every forward and backward "
+        "copies activations, weights and gradients to host memory and the result back to the device.",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 class _NumpyConvFunction(torch.autograd.Function):
@@ -99,4 +114,6 @@ class NumpyConv2d(Conv2dBase):
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
+        if x.device.type != "cpu":
+            warn_host_round_trip(x.device.type)
         return _NumpyConvFunction.apply(x, weight, bias, self)

@@ -9,6 +9,8 @@ Cost: one small autograd graph per output pixel. About N * C_out * H_out * W_out
 Python iterations, each a slice, a multiply and a sum, recorded again for the
 backward pass: roughly a second per MNIST image for the reference network on
 two CPU cores, four to five orders of magnitude slower than `nn.Conv2d`.
+On a GPU every one of those tiny operations is a kernel launch: it runs, slower than
+on the CPU, and warns once that it does.
 
 Written to be as fast as the four loops allow without hiding them: each output
 row is built with `torch.stack` (no per-pixel in-place writes into a
@@ -18,10 +20,25 @@ added once per output map, not once per pixel.
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import Tensor
 
 from convlab.conv.base import Conv2dBase
+
+
+@functools.cache
+def warn_slower_than_cpu(device_type: str) -> None:
+    """Once per device type: the loops' tiny operations cost a kernel launch each on an accelerator."""
+    warnings.warn(
+        f"VanillaConv2d on {device_type}: each of its per-pixel slices, products and sums launches a kernel "
+        "of its own, so it runs slower than on the CPU. It works; for speed use another implementation "
+        "on the GPU, or run vanilla on the CPU.",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 class VanillaConv2d(Conv2dBase):
@@ -29,6 +46,8 @@ class VanillaConv2d(Conv2dBase):
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
+        if x.device.type != "cpu":
+            warn_slower_than_cpu(x.device.type)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         h_out, w_out = self.valid_output_shape(x)
         span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
