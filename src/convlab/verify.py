@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         const="grid",
         help="(default) the configuration grid in float64 and float32, and gradcheck",
     )
+    mode.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="conv=NAME: train NAME and nn.Conv2d side by side on real MNIST batches "
+        "(its options: python -m convlab.lockstep --help)",
+    )
     parser.set_defaults(mode="grid")
     grid = parser.add_argument_group("grid options")
     size = grid.add_mutually_exclusive_group()
@@ -120,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the chosen mode, return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--lockstep" in argv:
+        # Lockstep has options of its own (steps, batch, data) and needs the training stack: its module
+        # parses them, imported only here so the grid mode starts without Lightning.
+        from convlab import lockstep
+
+        return lockstep.main([arg for arg in argv if arg != "--lockstep"])
     parser = build_parser()
     args = parser.parse_args(argv)
     unknown = [name for name in args.names if name not in CONV_LAYERS]
