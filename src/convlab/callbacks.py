@@ -8,9 +8,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassAccuracy
 from torchvision.utils import make_grid
 
-from convlab.probes import conv_drift, conv_layers
+from convlab.probes import conv_drift, conv_layers, redrawn_conv_copy
 
 
 class ConvMonitor(L.Callback):
@@ -34,7 +35,8 @@ class ConvMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, drift in conv_drift(pl_module.net, pl_module.initial_params).items():
-            pl_module.log(f"conv_drift/{name}", drift, on_step=False, on_epoch=True)
+            # Equal in every DDP process (the weights move in lockstep); sync_dist only says so.
+            pl_module.log(f"conv_drift/{name}", drift, on_step=False, on_epoch=True, sync_dist=True)
         grid = self.filter_grid(conv_layers(pl_module.net)[self.filter_layer].weight)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -47,6 +49,31 @@ class ConvMonitor(L.Callback):
         # One row per filter across its input channels; conv1 (one input channel) fits on one row.
         per_row = weight.shape[1] if weight.shape[1] > 1 else weight.shape[0]
         return make_grid(tiles, nrow=per_row, normalize=True, pad_value=1)
+
+
+class RedrawnConvAccuracy(L.Callback):
+    """Logs `test/redrawn_conv_acc`: the test accuracy of the trained network with its conv weights
+    re-drawn from their init distribution (`convlab.probes.redrawn_conv_copy`, seeded with `seed`).
+
+    It runs inside the test pass, on exactly the batches the test sees, in every process, so under
+    DDP each test image counts once and the accuracy is summed over processes (torchmetrics), and
+    under ddp_spawn the number reaches the main process with the other logged metrics.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.net = redrawn_conv_copy(pl_module.net, self.seed).to(pl_module.device).eval()
+        self.accuracy = MulticlassAccuracy(num_classes=10, average="micro").to(pl_module.device)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+        images, labels = batch
+        self.accuracy.update(self.net(images).argmax(dim=1), labels)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # compute() already sums the counts over processes; sync_dist then averages equal values.
+        pl_module.log("test/redrawn_conv_acc", self.accuracy.compute(), sync_dist=True)
 
 
 class EpochTimer(L.Callback):
@@ -76,12 +103,22 @@ class EpochTimer(L.Callback):
         self.train_seconds += self._last_batch_end - self._epoch_start
         self.train_images += self._epoch_images
         self.images_last_epoch = self._epoch_images
+        # Logged, not only kept here: under ddp_spawn training runs in worker processes that hand back
+        # only the weights and the logged metrics. Under DDP images add up over processes; the epoch
+        # lasts as long as its slowest process.
+        counts = {"perf/train_images": float(self.images_last_epoch), "perf/images_per_s": self.images_per_s}
+        pl_module.log_dict(counts, sync_dist=True, reduce_fx="sum")
+        epochs = {"perf/epoch_time_s": self.epoch_time_s, "perf/epochs": float(trainer.current_epoch + 1)}
+        pl_module.log_dict(epochs, sync_dist=True, reduce_fx="max")
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.test_images = 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
         self.test_images += batch[1].shape[0]
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("perf/test_images", float(self.test_images), sync_dist=True, reduce_fx="sum")
 
     @property
     def epoch_time_s(self) -> float | None:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.utils import check_md5, extract_archive
 
+from convlab.scaling import eval_sampler
 from convlab.seeding import derived_seed
 
 DATASETS: dict[str, type[MNIST]] = {"mnist": MNIST, "fashion_mnist": FashionMNIST}
@@ -223,7 +224,8 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size)
+        return self._loader(self.val_set, self.eval_batch_size, eval_sampler(self.val_set, self.trainer))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+        # Under DDP each process tests its own share, every image once (see convlab.scaling).
+        return self._loader(self.test_set, self.eval_batch_size, eval_sampler(self.test_set, self.trainer))
