@@ -135,3 +135,19 @@ def test_newest_sweep_sorts_hydra_names(tmp_path: Path):
     for name in ("2026-11-20/23-59-59", "2026-11-21/08-00-00", "2026-11-21/07-59-59"):
         (tmp_path / name).mkdir(parents=True)
     assert newest_sweep(tmp_path) == tmp_path / "2026-11-21" / "08-00-00"
+
+
+def test_gap_to_torch_pairs_runs_by_probe_and_seed(tmp_path: Path):
+    write_sweep(tmp_path, "unfold", LEARNING, drift=(0.80, 0.81, 0.82))
+    shifted = {
+        probe: tuple(v + 0.003 * (probe == "frozen_fc") for v in values) for probe, values in LEARNING.items()
+    }
+    write_sweep(tmp_path, "torch", shifted, drift=(0.80, 0.81, 0.82))
+    rows = [
+        line
+        for line in build_report(tmp_path).splitlines()
+        if line.startswith(("| conv", "| unfold", "| torch"))
+    ]
+    assert rows[0].endswith("| drift conv2 | max Δ vs torch |")
+    assert rows[1].startswith("| unfold |") and rows[1].endswith("| 0.30 (9) |")
+    assert rows[2].startswith("| torch |") and rows[2].endswith("| – |")

@@ -32,6 +32,7 @@ from convlab.stats import summarize
 from convlab.verdict import CHANCE, CONFIDENCE, DRIFT_MIN, NEAR_CHANCE_MARGIN, REQUIRED_PROBES, Verdict, judge
 
 SWEEPS_ROOT = Path("outputs/multirun")
+REFERENCE_CONV = "torch"
 DATA_ORDER = ("mnist", "fashion_mnist")
 
 
@@ -46,6 +47,8 @@ class Group:
     drift: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # probe=none only
     schedules: set[tuple[int | None, int | None]] = field(default_factory=set)  # (train images, epochs)
     frozen_changed: int = 0  # runs whose frozen parameters were not bit-identical at the end
+    # (probe, seed, train images, epochs) -> test accuracy: pairs runs with the reference conv's
+    by_run: dict[tuple, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -76,8 +79,10 @@ def group_results(results: Sequence[dict]) -> list[Group]:
         key = (result["conv"], result["data"])
         group = groups.setdefault(key, Group(*key))
         metrics = result["metrics"]
+        schedule = (metrics.get("train_images"), metrics.get("epochs"))
         group.accuracies[result["probe"]].append(float(metrics["test_acc"]))
-        group.schedules.add((metrics.get("train_images"), metrics.get("epochs")))
+        group.schedules.add(schedule)
+        group.by_run[(result["probe"], result.get("seed"), *schedule)] = float(metrics["test_acc"])
         if metrics.get("frozen_unchanged") is False:
             group.frozen_changed += 1
         if result["probe"] == "none":
@@ -108,34 +113,53 @@ def probe_columns(groups: Sequence[Group]) -> list[str]:
     return [*REQUIRED_PROBES, *extra]
 
 
+def gap_to_reference(group: Group, groups: Sequence[Group]) -> str:
+    """'0.05 (9)': largest |test acc - torch's| in pp over runs with the same probe, seed and schedule."""
+    reference = next((g for g in groups if (g.conv, g.data) == (REFERENCE_CONV, group.data)), None)
+    if reference is None or reference is group:
+        return "–"
+    paired = group.by_run.keys() & reference.by_run.keys()
+    if not paired:
+        return "–"
+    gap = max(abs(group.by_run[key] - reference.by_run[key]) for key in paired)
+    return f"{gap * 100:.2f} ({len(paired)})"
+
+
 def markdown_table(groups: Sequence[Group]) -> str:
     probes = probe_columns(groups)
     layers = sorted({layer for g in groups for layer in g.drift})
+    compare = any(g.conv == REFERENCE_CONV for g in groups) and len({g.conv for g in groups}) > 1
     header = ["conv", "data", "train images × epochs", *probes, "re-drawn conv"]
     header += [f"drift {layer}" for layer in layers]
+    header += [f"max Δ vs {REFERENCE_CONV}"] if compare else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
         schedule = " / ".join(f"{images} × {epochs}" for images, epochs in sorted(g.schedules, key=str))
         row = [g.conv, g.data, schedule, *(format_cell(g.accuracies.get(p, [])) for p in probes)]
         row.append(format_cell(g.redrawn))
         row += [format_cell(g.drift.get(layer, []), scale=1.0, digits=3) for layer in layers]
+        row += [gap_to_reference(g, groups)] if compare else []
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def statistics_note() -> str:
-    return (
-        f"Accuracies are test accuracy in %, mean ± sample standard deviation over seeds (n in brackets); "
-        f"re-drawn conv and drift come from the fully trained (probe=none) runs; drift is "
-        f"||W - W0|| / ||W0|| per conv layer. A verdict says *learn* when all three hold: "
-        f"(1) every conv layer's mean drift > {DRIFT_MIN:g}; "
-        f"(2) none − frozen_conv: the two-sided {CONFIDENCE:.0%} Welch–Satterthwaite t confidence interval "
-        f"of the difference of means (unequal variances; Welch's t-test p-value shown) lies above 0; "
-        f"(3) frozen_fc: the two-sided {CONFIDENCE:.0%} Student-t interval of the mean lies above chance "
-        f"({CHANCE:.0%}) + {NEAR_CHANCE_MARGIN:.0%}. Each test is at {1 - CONFIDENCE:.0%} level on its own, "
-        f"no multiplicity correction. With fewer than 2 seeds there is no interval: the verdict uses point "
-        f"estimates and is marked provisional. Seeds are few, so intervals are wide by design: more seeds "
-        f"(does_it_learn_full) narrow them."
+    return "\n".join(
+        [
+            "- Cells: test accuracy in %, mean ± sample standard deviation over seeds (n in brackets). "
+            "Re-drawn conv and drift come from the fully trained (probe=none) runs; "
+            "drift is ||W - W0|| / ||W0|| per conv layer.",
+            f"- max Δ vs {REFERENCE_CONV}: the largest test-accuracy difference (pp) to nn.Conv2d over runs "
+            "with the same probe, seed and schedule (number of pairs in brackets).",
+            f"- *learn* needs all three: (1) every conv layer's mean drift > {DRIFT_MIN:g}; "
+            f"(2) none − frozen_conv: the two-sided {CONFIDENCE:.0%} Welch–Satterthwaite t confidence "
+            "interval of the difference of means (unequal variances; Welch's p-value shown) lies above 0; "
+            f"(3) frozen_fc: the two-sided {CONFIDENCE:.0%} Student-t interval of the mean lies above "
+            f"chance ({CHANCE:.0%}) + {NEAR_CHANCE_MARGIN:.0%}.",
+            f"- Each test is at the {1 - CONFIDENCE:.0%} level on its own, no multiplicity correction. "
+            "With fewer than 2 seeds there is no interval: the verdict uses point estimates and is marked "
+            "provisional. Few seeds make wide intervals: more seeds (does_it_learn_full) narrow them.",
+        ]
     )
 
 
