@@ -8,7 +8,6 @@ names (a key of results.json's "metrics"), which Hydra sweepers optimise.
 
 from __future__ import annotations
 
-import itertools
 import json
 import warnings
 from pathlib import Path
@@ -22,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from convlab.callbacks import EpochTimer
-from convlab.probes import accuracy, conv_drift, frozen_unchanged, redrawn_conv_copy
+from convlab.callbacks import EpochTimer, RedrawnConvAccuracy
+from convlab.probes import conv_drift, frozen_unchanged
+from convlab.scaling import refuse_script_relaunch_in_multirun, set_threads
 from convlab.seeding import derived_seed
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
@@ -44,23 +44,25 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def measure(trainer: L.Trainer, model, datamodule, timer: EpochTimer, test: dict, seed: int) -> dict:
-    """The "metrics" of results.json: final test scores and what the probes measure."""
-    # The random-conv ablation sees exactly the test batches the test pass saw (limit_test_batches).
-    test_batches = itertools.islice(datamodule.test_dataloader(), int(trainer.num_test_batches[0]))
-    redrawn = redrawn_conv_copy(model.net, derived_seed(seed, "redraw conv"))
+def measure(model, fit_metrics: dict, test: dict) -> dict:
+    """The "metrics" of results.json: final test scores and what the probes measure.
+
+    fit_metrics: what training logged (trainer.callback_metrics after fit); test: what testing logged.
+    Logged metrics and the weights are all this reads: Lightning synchronises the metrics over DDP
+    processes, and under ddp_spawn they are all that comes back from the worker processes.
+    """
     return {
         "test_acc": test["test/acc"],
         "test_loss": test["test/loss"],
         "best_val_acc": model.best_val_acc.item(),
-        "redrawn_conv_test_acc": accuracy(redrawn, test_batches),
+        "redrawn_conv_test_acc": test["test/redrawn_conv_acc"],
         "conv_drift": conv_drift(model.net, model.initial_params),
         "frozen_unchanged": frozen_unchanged(model.net, model.initial_params),
-        "epochs": trainer.current_epoch,
-        "epoch_time_s": timer.epoch_time_s,
-        "images_per_s": timer.images_per_s,
-        "train_images": timer.images_last_epoch,
-        "test_images": timer.test_images,
+        "epochs": int(fit_metrics["perf/epochs"]),
+        "epoch_time_s": fit_metrics["perf/epoch_time_s"].item(),
+        "images_per_s": fit_metrics["perf/images_per_s"].item(),
+        "train_images": int(fit_metrics["perf/train_images"]),
+        "test_images": int(test["perf/test_images"]),
     }
 
 
@@ -105,18 +107,21 @@ def print_metrics(metrics: dict, path: Path) -> None:
 def run(cfg: DictConfig) -> float:
     """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
     L.seed_everything(cfg.seed, workers=True)
+    set_threads(cfg.get("threads"))
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    # Always attached: results.json needs its timings whatever the callbacks config holds.
-    timer = EpochTimer()
+    # Always attached: results.json needs their numbers whatever the callbacks config holds.
+    measurements = [EpochTimer(), RedrawnConvAccuracy(derived_seed(cfg.seed, "redraw conv"))]
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_all(cfg.get("callbacks")), timer],
+        callbacks=[*instantiate_all(cfg.get("callbacks")), *measurements],
         logger=instantiate_all(cfg.get("logger")) or False,
     )
+    refuse_script_relaunch_in_multirun(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = dict(trainer.callback_metrics)  # testing starts a fresh set
     test = trainer.test(model, datamodule=datamodule)[0]
-    metrics = measure(trainer, model, datamodule, timer, test, cfg.seed)
+    metrics = measure(model, fit_metrics, test)
     if trainer.is_global_zero:
         results = {
             "conv": cfg.conv.name,
