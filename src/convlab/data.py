@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -50,20 +51,26 @@ def missing_data_message(dataset: type[MNIST], root: Path, reason: str) -> str:
 
 
 def copy_from_mirror(dataset: type[MNIST], root: Path, mirror: Path, verify_md5: bool = True) -> None:
-    """Copy `<mirror>/<Class>/raw/*.gz` to `<root>/<Class>/raw/`, check torchvision's MD5, extract."""
+    """Copy `<mirror>/<Class>/raw/*.gz` to `<root>/<Class>/raw/`, check torchvision's MD5, extract.
+
+    The files are prepared in a staging folder of this process and renamed into place (atomic):
+    parallel sweep jobs filling the same data folder never read a half-written file.
+    """
     source = mirror / dataset.__name__ / "raw"
     missing = [filename for filename, _ in dataset.resources if not (source / filename).is_file()]
     if missing:
         raise MissingDataError(missing_data_message(dataset, root, f"the mirror {source} lacks {missing}"))
     raw = root / dataset.__name__ / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for filename, md5 in dataset.resources:
-        target = raw / filename
-        shutil.copyfile(source / filename, target)
-        if verify_md5 and not check_md5(target, md5):
-            target.unlink()
-            raise MissingDataError(f"{source / filename} is corrupt: its MD5 is not torchvision's {md5}")
-        extract_archive(target, raw)
+    with tempfile.TemporaryDirectory(dir=raw, prefix=".staging-") as staging:
+        for filename, md5 in dataset.resources:
+            staged = Path(staging) / filename
+            shutil.copyfile(source / filename, staged)
+            if verify_md5 and not check_md5(staged, md5):
+                raise MissingDataError(f"{source / filename} is corrupt: its MD5 is not torchvision's {md5}")
+            extract_archive(staged, staging)
+        for staged in Path(staging).iterdir():
+            os.replace(staged, raw / staged.name)
 
 
 def download(dataset: type[MNIST], root: Path) -> None:
