@@ -28,7 +28,12 @@ from convlab.callbacks import EpochTimer, RedrawnConvAccuracy
 from convlab.conv import CONV_LAYERS
 from convlab.conv.numpy import warn_host_round_trip
 from convlab.conv.vanilla import warn_slower_than_cpu
-from convlab.scaling import ScriptRelaunchInMultirunError, refuse_script_relaunch_in_multirun
+from convlab.scaling import (
+    ScriptRelaunchInMultirunError,
+    available_cores,
+    refuse_script_relaunch_in_multirun,
+    set_threads,
+)
 from convlab.seeding import derived_seed
 from convlab.train import instantiate_all, run
 
@@ -39,6 +44,23 @@ TEST_IMAGES = 41
 TINY_TRAINING = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.num_sanity_val_steps=0"]
 DDP_ON_CPU = ["trainer.accelerator=cpu", "trainer.devices=2"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def restore_thread_settings():
+    """Runs in this process set torch's threads and OMP_NUM_THREADS (as Lightning's DDP does): undo it."""
+    threads, environment = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    yield
+    torch.set_num_threads(threads)
+    if environment is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = environment
+
+
+def threads_per_process(processes: int) -> int:
+    """cores // processes, or OMP_NUM_THREADS where the environment sets it."""
+    return int(os.environ.get("OMP_NUM_THREADS", max(available_cores() // processes, 1)))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +104,10 @@ def ddp_run(fake_data: list[str], tmp_path_factory: pytest.TempPathFactory) -> P
 def test_ddp_writes_one_results_json_counting_each_test_image_once(ddp_run: Path):
     assert [path.parent for path in ddp_run.parent.rglob("results.json")] == [ddp_run]
     # Lightning starts rank 1 in this run's directory: its log is here, not in a run directory of its own.
-    assert (ddp_run / "train_ddp_process_1.log").is_file()
+    for log in ("train.log", "train_ddp_process_1.log"):
+        # threads x processes <= cores
+        expected = f"torch CPU threads: {threads_per_process(2)} in each of 2 process(es)"
+        assert expected in (ddp_run / log).read_text()
     metrics = results(ddp_run)
     assert metrics["test_images"] == TEST_IMAGES
     assert (metrics["train_images"], metrics["epochs"]) == (2 * 2 * 16, 1)  # 2 processes x 2 batches of 16
@@ -167,9 +192,8 @@ def test_joblib_sweep_runs_jobs_in_parallel_and_report_reads_them(
     convs = sorted(json.loads(path.read_text())["conv"] for path in sweep.rglob("results.json"))
     assert convs == ["torch", "unfold"]
     # threads x jobs <= cores: joblib starts each worker with OMP_NUM_THREADS = cores // n_jobs.
-    threads = int(os.environ.get("OMP_NUM_THREADS", max(os.cpu_count() // 2, 1)))
     for job in ("0", "1"):
-        assert f"torch CPU threads: {threads} " in (sweep / job / "train.log").read_text()
+        assert f"torch CPU threads: {threads_per_process(2)} " in (sweep / job / "train.log").read_text()
     report.main([str(sweep)])
     printed = capsys.readouterr().out
     assert "2 runs." in printed
@@ -185,6 +209,13 @@ def test_slurm_launcher_config_composes():
     # One task per GPU on each node: what Lightning's SLURMEnvironment expects.
     assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 1)
     assert launcher["partition"] and launcher["timeout_min"] > 0 and launcher["mem_gb"] > 0
+
+
+def test_threads_setting_reaches_torch_and_the_processes_it_starts():
+    assert set_threads(1, processes=2) == torch.get_num_threads() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1"  # what DDP processes inherit and Lightning keeps
+    with pytest.raises(ValueError, match="positive"):
+        set_threads(0)
 
 
 @pytest.mark.parametrize("trainer, strategy", [("gpu", None), ("ddp", "ddp"), ("ddp_spawn", "ddp_spawn")])

@@ -107,7 +107,6 @@ def print_metrics(metrics: dict, path: Path) -> None:
 def run(cfg: DictConfig) -> float:
     """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
     L.seed_everything(cfg.seed, workers=True)
-    set_threads(cfg.get("threads"))
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     # Always attached: results.json needs their numbers whatever the callbacks config holds.
@@ -118,6 +117,7 @@ def run(cfg: DictConfig) -> float:
         logger=instantiate_all(cfg.get("logger")) or False,
     )
     refuse_script_relaunch_in_multirun(trainer)
+    set_threads(cfg.get("threads"), processes=trainer.num_devices)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = dict(trainer.callback_metrics)  # testing starts a fresh set
     test = trainer.test(model, datamodule=datamodule)[0]
