@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from convlab.conv.base import Conv2dBase
+from convlab.conv.fast import FastConv2d
 from convlab.conv.manual import ManualConv2d
 from convlab.conv.numpy import NumpyConv2d
 from convlab.conv.unfold import UnfoldConv2d
@@ -18,6 +19,7 @@ CONV_LAYERS: dict[str, type[nn.Module]] = {
     "vanilla": VanillaConv2d,
     "unfold": UnfoldConv2d,
     "manual": ManualConv2d,
+    "fast": FastConv2d,
     "numpy": NumpyConv2d,
     "torch": nn.Conv2d,
 }
