@@ -12,10 +12,14 @@ two CPU cores, four to five orders of magnitude slower than `nn.Conv2d`.
 On a GPU every one of those tiny operations is a kernel launch: it runs, slower than
 on the CPU, and warns once that it does.
 
-Written to be as fast as the four loops allow without hiding them: each output
-row is built with `torch.stack` (no per-pixel in-place writes into a
-preallocated tensor, which would make autograd copy-on-write), and the bias is
-added once per output map, not once per pixel.
+Written to be as fast as the four loops allow without hiding them. Every
+indexing operation is an autograd node, recorded and differentiated again for
+each pixel it runs for, so each is done as far out as it can go: the filter
+`weight[f]` once per filter, the band of input rows once per output row, the
+bias once per output map. Each output row is built with `torch.stack`, with no
+per-pixel in-place writes into a preallocated tensor (which autograd records as
+a chain of copies). `convlab.bench_vanilla_original` keeps the first version,
+which is 3-6 times slower (README, "Speed").
 """
 
 from __future__ import annotations
@@ -60,12 +64,15 @@ class VanillaConv2d(Conv2dBase):
                 # The channels filter f sees: its own group's slice of the input.
                 c0 = (f // out_per_group) * in_per_group
                 image = x[n, c0 : c0 + in_per_group]
+                kernel = weight[f]
                 rows = []
                 for i in range(h_out):
+                    # The input rows output row i sees, sliced once for the whole row.
+                    band = image[:, i * sh : i * sh + span_h : dh]
                     row = []
                     for j in range(w_out):
-                        patch = image[:, i * sh : i * sh + span_h : dh, j * sw : j * sw + span_w : dw]
-                        row.append((patch * weight[f]).sum())
+                        patch = band[:, :, j * sw : j * sw + span_w : dw]
+                        row.append((patch * kernel).sum())
                     rows.append(torch.stack(row))
                 feature_map = torch.stack(rows)
                 maps.append(feature_map if bias is None else feature_map + bias[f])
