@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from convlab.conv.base import Conv2dBase
 from convlab.conv.unfold import im2col
@@ -45,6 +46,7 @@ class _ManualConvFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         """grad_out (N, C_out, H_out, W_out) -> dx (N, C_in, H_pad, W_pad), dW, db, None."""
         cols, weight = ctx.saved_tensors
@@ -68,10 +70,8 @@ class _ManualConvFunction(torch.autograd.Function):
                 stride=layer.stride,
             )
         if ctx.needs_input_grad[1]:
-            # Sum over the batch inside one GEMM: (G, O/G, N*L) @ (G, N*L, K).
-            dout_g = dout.permute(1, 2, 0, 3).reshape(groups, out_per_group, n * n_pixels)
-            cols_g = cols.permute(1, 0, 3, 2).reshape(groups, n * n_pixels, n_cols)
-            grad_w = (dout_g @ cols_g).view_as(weight)
+            # One (O/G, L) @ (L, K) product per image and group, summed over the batch.
+            grad_w = (dout @ cols.transpose(2, 3)).sum(0).view_as(weight)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b, None
