@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convlab.bench import main
-from convlab.bench_cases import MODES, QUICK_CASES, SLOW_IMPLS
+from convlab.bench_cases import MODES, QUICK_CASES, SLOW_IMPLS, contender
 from convlab.bench_timing import interleaved_times, summarize
 
 RECORD_KEYS = {
@@ -34,8 +34,9 @@ def run_bench(tmp_path, *args: str) -> tuple[dict, str]:
 
 def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
     result, markdown = run_bench(tmp_path, "--impl", "unfold", "--impl", "vanilla", "--no-network")
-    assert {"cpu", "device", "threads", "torch", "date"} <= result["machine"].keys()
+    assert {"cpu", "device", "threads", "torch", "date", "gemm_gflops"} <= result["machine"].keys()
     assert result["machine"]["threads"] == torch.get_num_threads()
+    assert set(result["machine"]["gemm_gflops"]) == {"mkl", "onednn"}
     assert result["settings"]["impls"] == ["torch", "unfold", "vanilla"]
     assert "network" not in result
     seen = {(r["case"], r["mode"], r["impl"]) for r in result["conv"]}
@@ -66,6 +67,17 @@ def test_network_part_times_training_steps_and_both_loops(tmp_path):
     loop = network["loop_overhead"]
     assert loop["plain_images_per_s"] > 0 and loop["lightning_images_per_s"] > 0 and loop["ratio"] > 0
     assert "Lightning" in markdown
+
+
+def test_torch_no_onednn_runs_forward_and_backward_with_onednn_off():
+    case = QUICK_CASES[1]
+    baseline = contender(case, "torch_no_onednn", case.batch, torch.device("cpu"))
+    seen = []
+    baseline.layer.register_forward_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    baseline.x.register_hook(lambda grad: seen.append(torch.backends.mkldnn.enabled))
+    baseline.call("fwd+bwd")()
+    assert seen == [False, False]
+    assert torch.backends.mkldnn.enabled  # switched back on afterwards
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error shown without CUDA")

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from convlab.bench_cases import (
     BASELINE,
+    CPU_ONLY,
     IMPLEMENTATIONS,
     LARGE_CASES,
     MODES,
@@ -39,6 +40,7 @@ from convlab.bench_cases import (
     ConvCase,
     contender,
 )
+from convlab.bench_gemm import gemm_gflops
 from convlab.bench_network import network_benchmark
 from convlab.bench_table import markdown_report
 from convlab.bench_timing import interleaved_times, summarize, synchronizer
@@ -109,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
     if args.device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device}")
-    chosen = args.impl or names
+    chosen = [name for name in args.impl or names if args.device.type == "cpu" or name not in CPU_ONLY]
     args.impls = [BASELINE] + [name for name in dict.fromkeys(chosen) if name != BASELINE]
     if args.quick:
         args.repeats, args.warmup, args.budget = (
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     records: list[dict] = []
     with progress:
+        console.print("timing matrix multiplies (MKL, oneDNN)")
+        result["machine"]["gemm_gflops"] = gemm_gflops(args.device, args.repeats, args.warmup)
         for case in cases:
             console.print(f"timing {case.name}: {case.describe()}")
             records += time_case(case, args, progress)

@@ -5,12 +5,19 @@ training run pays for) and three larger layers typical of a modern CNN, where
 the arithmetic rather than Python overhead decides. `conv1`'s input needs no
 gradient, as in the network (images are not trained), so no implementation
 should spend time on it.
+
+Contenders: every registered implementation, plus two baselines that exist only
+here: `vanilla_original` (the learner's first loops, `convlab.bench_vanilla_original`)
+and `torch_no_onednn`, `nn.Conv2d` with oneDNN switched off. On a CPU `nn.Conv2d`
+runs oneDNN's convolution kernels; without them PyTorch falls back to its own
+im2col + BLAS path, the same kind of computation a hand-written layer does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +28,17 @@ from convlab.conv import CONV_LAYERS
 BASELINE = "torch"
 # Python-loop layers: timed on a few images (`--slow-batch`) and at the reference shapes only.
 SLOW_IMPLS = ("vanilla", "vanilla_original")
-IMPLEMENTATIONS: dict[str, type[nn.Module]] = {**CONV_LAYERS, "vanilla_original": VanillaOriginalConv2d}
+IMPLEMENTATIONS: dict[str, type[nn.Module]] = {
+    **CONV_LAYERS,
+    "vanilla_original": VanillaOriginalConv2d,
+    "torch_no_onednn": nn.Conv2d,
+}
+# Global settings a contender's forward and backward run under.
+CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    "torch_no_onednn": lambda: torch.backends.mkldnn.flags(enabled=False),
+}
+# Contenders that only mean something on a CPU.
+CPU_ONLY = ("torch_no_onednn",)
 MODES = ("fwd", "fwd+bwd")
 
 
@@ -92,6 +109,7 @@ class Contender:
     x: Tensor
     grad_out: Tensor
     batch: int
+    context: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
 
     def zero_grad(self) -> None:
         self.x.grad = None
@@ -100,9 +118,16 @@ class Contender:
 
     def call(self, mode: str) -> Callable[[], object]:
         """One forward (graph recorded, as in training), or one forward and backward."""
-        if mode == "fwd":
-            return lambda: self.layer(self.x)
-        return lambda: self.layer(self.x).backward(self.grad_out)
+
+        def forward() -> None:
+            with self.context():
+                self.layer(self.x)
+
+        def forward_backward() -> None:
+            with self.context():
+                self.layer(self.x).backward(self.grad_out)
+
+        return forward if mode == "fwd" else forward_backward
 
 
 def contender(case: ConvCase, name: str, batch: int, device: torch.device) -> Contender:
@@ -110,4 +135,4 @@ def contender(case: ConvCase, name: str, batch: int, device: torch.device) -> Co
     x = case.input(batch, device)
     with torch.no_grad():
         grad_out = torch.randn_like(layer(x))
-    return Contender(layer, x, grad_out, batch)
+    return Contender(layer, x, grad_out, batch, CONTEXTS.get(name, contextlib.nullcontext))

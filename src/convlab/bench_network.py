@@ -18,6 +18,7 @@ on pixel values, and the bench needs no dataset):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import time
 import warnings
@@ -29,7 +30,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from convlab.bench_cases import BASELINE, IMPLEMENTATIONS, SLOW_IMPLS
+from convlab.bench_cases import BASELINE, CONTEXTS, IMPLEMENTATIONS, SLOW_IMPLS
 from convlab.bench_timing import interleaved_times, summarize, synchronizer
 from convlab.callbacks import EpochTimer
 from convlab.model import LitClassifier, ReferenceNet
@@ -53,17 +54,20 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor,
 
 
 class StepCycler:
-    """One training step of one network per call, cycling through the batches."""
+    """One training step of one network per call, cycling through the batches, under `context`."""
 
-    def __init__(self, net: nn.Module, images: Tensor, labels: Tensor) -> None:
-        self.net, self.optimizer = net.train(), SGD(net.parameters())
+    def __init__(
+        self, net: nn.Module, images: Tensor, labels: Tensor, context=contextlib.nullcontext
+    ) -> None:
+        self.net, self.optimizer, self.context = net.train(), SGD(net.parameters()), context
         self.batches = list(zip(images.split(BATCH_SIZE), labels.split(BATCH_SIZE), strict=True))
         self.index = 0
 
     def __call__(self) -> None:
         images, labels = self.batches[self.index % len(self.batches)]
         self.index += 1
-        train_step(self.net, self.optimizer, images, labels)
+        with self.context():
+            train_step(self.net, self.optimizer, images, labels)
 
 
 def training_step_times(args: argparse.Namespace, progress: Progress) -> list[dict]:
@@ -71,7 +75,12 @@ def training_step_times(args: argparse.Namespace, progress: Progress) -> list[di
     names = [name for name in args.impls if name not in SLOW_IMPLS]
     images, labels = synthetic_batches(4 if args.quick else 16, args.device)
     steps = {
-        name: StepCycler(ReferenceNet(IMPLEMENTATIONS[name]).to(args.device), images, labels)
+        name: StepCycler(
+            ReferenceNet(IMPLEMENTATIONS[name]).to(args.device),
+            images,
+            labels,
+            CONTEXTS.get(name, contextlib.nullcontext),
+        )
         for name in names
     }
     task = progress.add_task("training step", total=None)
