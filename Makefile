@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
-# Tests that need real MNIST use the shared read-only mirror when it sits beside the clone.
+# Training and the tests that need real MNIST use the shared read-only mirror when it sits beside the clone.
 TEST_MIRROR := $(wildcard ../shared/data)
 LINT_PATHS := src tests $(wildcard train.py)
 
-.PHONY: install test lint format verify bench clean help
+.PHONY: install test lint format verify bench train sweep tensorboard clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,16 @@ verify: install  ## check conv implementations against F.conv2d (IMPL=name for o
 
 bench: install  ## time every conv implementation against nn.Conv2d, print the tables (ARGS=--quick etc.)
 	$(RUN) python -m convlab.bench --markdown outputs/bench/bench.md $(ARGS)
+
+train: install  ## train the reference network with conv=torch on MNIST (ARGS="conv=unfold seed=1" etc.)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py $(ARGS)
+
+sweep: install  ## multirun: every conv implementation (configs/conv) on the same small subset (ARGS to add)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m 'conv=glob(*)' \
+		data.train_subset=512 data.val_subset=100 data.test_subset=500 trainer.max_epochs=1 $(ARGS)
+
+tensorboard: install  ## TensorBoard on every run and sweep under outputs/ (http://localhost:6006)
+	$(RUN) tensorboard --logdir outputs
 
 clean:  ## remove the environment and caches (keeps outputs/ and data/)
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis

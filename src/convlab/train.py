@@ -93,7 +93,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
 
 
 def print_metrics(metrics: dict, path: Path) -> None:
-    table = Table(title=f"results: {path}")
+    table = Table(title="final metrics")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
@@ -101,7 +101,9 @@ def print_metrics(metrics: dict, path: Path) -> None:
         if isinstance(value, dict):
             shown = "  ".join(f"{k} {v:.4f}" for k, v in value.items())
         table.add_row(key, shown)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"results.json: {path}", soft_wrap=True)
 
 
 def run(cfg: DictConfig) -> float:
