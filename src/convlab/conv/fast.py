@@ -68,17 +68,14 @@ def reuse(store: MutableMapping, key, shape: tuple[int, ...], like: Tensor) -> T
     return buffer[:numel].view(shape)
 
 
+# oneDNN's inner product, X @ W^T: X (M, K) contiguous, W (N, K) any strided view. None without oneDNN.
+_ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+
+
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """(G, M, K) @ (G, K, N) -> (G, M, N); oneDNN's inner product where it applies, else torch.matmul."""
-    if (
-        a.shape[0] == 1
-        and a.device.type == "cpu"
-        and a.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-    ):
-        # Computes X @ W^T with X (M, K) contiguous; W (N, K) may be any strided view.
-        product = torch.ops.mkldnn._linear_pointwise(a[0].contiguous(), b[0].t(), None, "none", [], "")
-        return product.unsqueeze(0)
+    if a.is_cpu and a.dtype == torch.float32 and a.shape[0] == 1 and _ONEDNN_LINEAR is not None:
+        return _ONEDNN_LINEAR(a[0].contiguous(), b[0].t(), None, "none", [], "").unsqueeze(0)
     return torch.matmul(a, b)
 
 
