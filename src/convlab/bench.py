@@ -85,14 +85,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"implementation to time, repeatable (default: all of {', '.join(names)}); torch always runs",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (default 30)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement (default 50)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument(
         "--budget",
         type=float,
-        default=15.0,
+        default=8.0,
         help="seconds one implementation may spend on one measurement; slower ones get fewer repeats "
-        "(at least 3) (default 15)",
+        "(at least 3) (default 8)",
     )
     parser.add_argument("--slow-batch", type=int, default=1, help="images per call for the loop layers")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
