@@ -14,6 +14,7 @@ from convlab.bench_timing import interleaved_times, summarize
 
 RECORD_KEYS = {
     "case",
+    "case_batch",
     "mode",
     "impl",
     "batch",
@@ -49,6 +50,7 @@ def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
     for record in result["conv"]:
         assert record.keys() == RECORD_KEYS
         assert record["median_ms"] > 0 and record["repeats"] >= 1
+        assert record["case_batch"] == batches[record["case"]]
         assert record["batch"] == (1 if record["impl"] in SLOW_IMPLS else batches[record["case"]])
         if record["impl"] == "torch":
             assert record["ratio"] == 1.0

@@ -129,7 +129,7 @@ def conv_cases(args: argparse.Namespace) -> list[ConvCase]:
 def time_case(case: ConvCase, args: argparse.Namespace, progress: Progress) -> list[dict]:
     """Forward and forward+backward of every implementation at one shape, one record per (impl, mode)."""
     names = [name for name in args.impls if case.reference or name not in SLOW_IMPLS]
-    batches = {name: args.slow_batch if name in SLOW_IMPLS else case.batch for name in names}
+    batches = {name: case.batch_for(name, args.slow_batch) for name in names}
     contenders = {name: contender(case, name, batches[name], args.device) for name in names}
     sync = synchronizer(args.device)
     per_image = {name: 1.0 / batches[name] for name in names}
@@ -154,6 +154,7 @@ def time_case(case: ConvCase, args: argparse.Namespace, progress: Progress) -> l
                     "mode": mode,
                     "impl": name,
                     "batch": batches[name],
+                    "case_batch": case.batch,
                     "repeats": s.repeats,
                     "median_ms": s.median_s * batches[name] * 1e3,
                     "per_image_ms": s.median_s * 1e3,

@@ -28,6 +28,8 @@ from convlab.conv import CONV_LAYERS
 BASELINE = "torch"
 # Python-loop layers: timed on a few images (`--slow-batch`) and at the reference shapes only.
 SLOW_IMPLS = ("vanilla", "vanilla_original")
+# Implementations that take seconds per call at the larger shapes: timed there on this many images.
+LARGE_SHAPE_BATCH = {"numpy": 8}
 IMPLEMENTATIONS: dict[str, type[nn.Module]] = {
     **CONV_LAYERS,
     "vanilla_original": VanillaOriginalConv2d,
@@ -76,6 +78,12 @@ class ConvCase:
             groups=self.groups,
             device=device,
         )
+
+    def batch_for(self, name: str, slow_batch: int) -> int:
+        """Images per call for `name`: fewer for the slow implementations, which are compared per image."""
+        if name in SLOW_IMPLS:
+            return slow_batch
+        return self.batch if self.reference else min(self.batch, LARGE_SHAPE_BATCH.get(name, self.batch))
 
     def input(self, batch: int, device: torch.device) -> Tensor:
         """(batch, in_channels, size, size), standard normal."""

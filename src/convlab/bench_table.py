@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convlab.bench_cases import BASELINE, MODES, SLOW_IMPLS
+from convlab.bench_cases import BASELINE, MODES
 
 
 def duration(ms: float) -> str:
@@ -49,7 +49,7 @@ def conv_table(result: dict, mode: str) -> list[str]:
             r = cell.get((impl, case))
             if r is None:
                 cells.append("—")
-            elif impl in SLOW_IMPLS:
+            elif r["batch"] != r["case_batch"]:
                 cells.append(f"{duration(r['per_image_ms'])}/image, {ratio_cell(r['ratio'], r['ratio_iqr'])}")
             else:
                 cells.append(f"{duration(r['median_ms'])}, {ratio_cell(r['ratio'], r['ratio_iqr'])}")
@@ -113,6 +113,13 @@ def markdown_report(result: dict) -> str:
     shapes = "; ".join(f"{name} {shape}" for name, shape in settings["cases"].items())
     lines += [f"Shapes (batch × C_in × H × W → C_out, kernel, stride, padding, groups): {shapes}", ""]
     titles = {"fwd": "Forward", "fwd+bwd": "Forward + backward"}
+    reduced = sorted({(r["impl"], r["batch"]) for r in result["conv"] if r["batch"] != r["case_batch"]})
+    if reduced:
+        shown = ", ".join(f"`{impl}` {batch} image(s)" for impl, batch in reduced)
+        lines += [
+            f"Slow implementations run on fewer images per call and are compared per image: {shown}.",
+            "",
+        ]
     for mode in MODES:
         lines += [
             f"{titles[mode]}: median time per call, ratio to `{BASELINE}` (`nn.Conv2d`) paired in the "
@@ -122,11 +129,8 @@ def markdown_report(result: dict) -> str:
             "",
         ]
     if result["mnist_epoch_conv_s"]:
-        slow = ", ".join(f"`{name}`" for name in SLOW_IMPLS if name in settings["impls"])
         lines += [
-            "Conv layers alone, forward + backward, projected to the 60,000 MNIST training images"
-            + (f" ({slow}: timed on {settings['slow_batch']} image(s) per call)" if slow else "")
-            + ":",
+            "Conv layers alone, forward + backward, projected to the 60,000 MNIST training images:",
             "",
             *epoch_table(result),
             "",

@@ -74,15 +74,17 @@ def interleaved_times(
     """Times of every call, measured in interleaved rounds.
 
     calls: name -> a function doing one unit of work (a forward, a forward+backward).
-    Each call gets `warmup` untimed runs, then up to `repeats` timed ones; a call whose
-    warm-up shows it would spend more than `budget_s` on its repeats gets fewer, never
-    less than `min_repeats`. `prepare(name)` runs untimed before every call (zeroing grads).
+    Each call gets `warmup` untimed runs (fewer when they take a quarter of `budget_s`),
+    then up to `repeats` timed ones; a call whose warm-up shows it would spend more than
+    `budget_s` on its repeats gets fewer, never less than `min_repeats`.
+    `prepare(name)` runs untimed before every call (zeroing grads).
     Returns name -> seconds, one entry per round the call took part in (rounds 0, 1, ...).
     """
     planned: dict[str, int] = {}
     for name, call in calls.items():
-        warm_times = []
-        for _ in range(warmup):
+        warm_times: list[float] = []
+        # A call of several seconds needs no more than one warm-up: stop at a quarter of the budget.
+        while len(warm_times) < warmup and sum(warm_times) < budget_s / 4:
             prepare(name)
             warm_times.append(time_call(call, sync))
         per_call = min(warm_times) if warm_times else 0.0
