@@ -1,0 +1,71 @@
+"""What `fast` does that the other implementations do not: chunks, reused memory, a second GEMM library."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convlab.conv.fast as fast
+
+
+def reference_grads(layer, x: torch.Tensor, loss_of) -> list[torch.Tensor]:
+    """The gradients F.conv2d gives for x and the layer's parameters under the same loss."""
+
+    def conv(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            t, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+
+    return torch.autograd.grad(loss_of(conv), [x, layer.weight, layer.bias])
+
+
+def assert_close(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_bytes", [fast.CHUNK_BYTES, 1], ids=["one chunk", "one image per chunk"])
+def test_layer_used_twice_before_backward(monkeypatch, chunk_bytes: int) -> None:
+    """The second forward overwrites the columns the first one left for its backward: it must notice."""
+    monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_bytes)
+    layer = fast.FastConv2d(3, 3, 3, stride=(1, 2), padding=1, dilation=(2, 1), dtype=torch.float64)
+    x = torch.randn(3, 3, 7, 8, dtype=torch.float64, requires_grad=True)
+
+    def loss_of(conv):
+        return (conv(x) ** 2).sum() + (conv(conv(x).tanh()) * 3).sum()
+
+    actual = torch.autograd.grad(loss_of(layer), [x, layer.weight, layer.bias])
+    assert_close(actual, reference_grads(layer, x, loss_of))
+
+
+def test_onednn_products_match_torch_matmul() -> None:
+    if fast._ONEDNN_LINEAR is None:
+        pytest.skip("torch built without oneDNN")
+    a, b = torch.randn(1, 7, 30), torch.randn(1, 30, 11)
+    torch.testing.assert_close(fast.matmul(a, b), torch.matmul(a, b), rtol=1e-5, atol=1e-5)
+    # Strided operands, as the layer passes them: transposed views on either side.
+    a_t, b_t = torch.randn(1, 30, 7).transpose(1, 2), torch.randn(1, 11, 30).transpose(1, 2)
+    torch.testing.assert_close(fast.matmul(a_t, b_t), torch.matmul(a_t, b_t), rtol=1e-5, atol=1e-5)
+
+
+def test_threads_have_their_own_scratch_memory() -> None:
+    layer = fast.FastConv2d(2, 4, 3, dtype=torch.float64)
+    inputs = [torch.randn(8, 2, 9, 9, dtype=torch.float64) for _ in range(4)]
+    expected = [F.conv2d(x, layer.weight, layer.bias) for x in inputs]
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def run(index: int) -> None:
+        with torch.no_grad():
+            results[index] = [layer(inputs[index]) for _ in range(50)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, outputs in results.items():
+        for out in outputs:
+            torch.testing.assert_close(out, expected[index], rtol=1e-12, atol=1e-12)
