@@ -54,12 +54,9 @@ REFUSALS = ("once_differentiable", "appears to not have been used in the graph")
 
 
 def test_second_derivatives_are_right_or_refused(
-    conv_name: str, conv_cls: type[nn.Module], request: pytest.FixtureRequest
+    conv_cls: type[nn.Module],
 ) -> None:
     """A backward written outside autograd must refuse double backward, not return wrong numbers."""
-    if conv_name == "manual":
-        reason = "manual's backward uses the saved columns, not x: d(dW)/dx comes out wrong"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     layer = conv_cls(2, 2, 3, padding=1, dtype=torch.float64)
     x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
     weight, bias = layer.weight, layer.bias
