@@ -40,7 +40,7 @@ train: install  ## train the reference network with conv=torch on MNIST (ARGS="c
 
 sweep: install  ## multirun: every conv implementation (configs/conv) on the same small subset (ARGS to add)
 	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m 'conv=glob(*)' \
-		data.train_subset=512 data.val_subset=100 data.test_subset=500 trainer.max_epochs=1 $(ARGS)
+		data.train_subset=256 data.val_subset=100 data.test_subset=500 trainer.max_epochs=1 $(ARGS)
 
 tensorboard: install  ## TensorBoard on every run and sweep under outputs/ (http://localhost:6006)
 	$(RUN) tensorboard --logdir outputs

@@ -11,9 +11,14 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     # Imported here so that --help and config errors answer without first loading torch and Lightning.
+    from convlab.data import MissingDataError
     from convlab.train import run
 
-    return run(cfg)
+    try:
+        return run(cfg)
+    except MissingDataError as error:
+        # The message says what is missing and how to provide it; a traceback adds nothing.
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -39,14 +39,15 @@ class MissingDataError(RuntimeError):
 
 
 def missing_data_message(dataset: type[MNIST], root: Path, reason: str) -> str:
-    files = ", ".join(filename for filename, _ in dataset.resources)
     name = dataset.__name__
+    files = "  ".join(filename for filename, _ in dataset.resources)
     return (
         f"{name} data not found in {root / name / 'raw'}: {reason}\n"
-        f"It needs the four files {files}. Provide them in one of two ways:\n"
-        f"  offline: a folder holding {name}/raw/<those files>, given as data.mirror=<folder> "
-        f"or the environment variable {MIRROR_ENV}=<folder> (here: {MIRROR_ENV}=../shared/data);\n"
-        f"  online:  run once with internet access; torchvision downloads them into {root}."
+        f"It needs the four files\n    {files}\n"
+        "Provide them in one of two ways:\n"
+        f"  offline: put them in <folder>/{name}/raw/ and pass data.mirror=<folder>\n"
+        f"           or set {MIRROR_ENV}=<folder> (e.g. {MIRROR_ENV}=../shared/data)\n"
+        f"  online:  run once with internet access: torchvision downloads them into {root}"
     )
 
 
@@ -80,7 +81,9 @@ def download(dataset: type[MNIST], root: Path) -> None:
     try:
         dataset(str(root), train=True, download=True)
     except (RuntimeError, OSError) as error:
-        reason = f"no mirror given and the download failed ({str(error).splitlines()[0]})"
+        # torchvision's message ends with the network's own words, e.g. "Name or service not known".
+        cause = str(error).strip().splitlines()[-1].strip()
+        reason = f"no mirror given, and the download failed: {cause}"
         raise MissingDataError(missing_data_message(dataset, root, reason)) from error
     finally:
         socket.setdefaulttimeout(previous_timeout)
@@ -97,7 +100,9 @@ def ensure_raw_files(dataset: type[MNIST], root: Path, mirror: Path | None, veri
         download(dataset, root)
 
 
-def load_tensors(dataset: type[MNIST], root: Path, train: bool, mean: float, std: float):
+def load_tensors(
+    dataset: type[MNIST], root: Path, train: bool, mean: float, std: float
+) -> tuple[Tensor, Tensor]:
     """-> images (N, 1, 28, 28) float32 normalised with (mean, std), labels (N,) int64."""
     split = dataset(str(root), train=train)
     images = split.data.float().div(255).sub(mean).div(std).unsqueeze(1)

@@ -101,7 +101,9 @@ class LitClassifier(L.LightningModule):
         """(N, 1, 28, 28) -> log-probabilities (N, 10)."""
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc_metric: MulticlassAccuracy):
+    def _step(
+        self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc_metric: MulticlassAccuracy
+    ) -> Tensor:
         images, labels = batch
         log_probs = self(images)
         loss = F.nll_loss(log_probs, labels)
