@@ -61,7 +61,8 @@ def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
 
 
 def test_network_part_times_training_steps_and_both_loops(tmp_path):
-    result, markdown = run_bench(tmp_path, "--impl", "manual", "--impl", "vanilla_original")
+    result, markdown = run_bench(tmp_path, "--impl", "manual", "--impl", "vanilla_original", "--clock", "cpu")
+    assert result["settings"]["clock"] == "cpu" and "median cpu time" in markdown
     network = result["network"]
     # Loop layers would take minutes per step: left out of the network part.
     assert [r["impl"] for r in network["training_step"]] == ["torch", "manual"]

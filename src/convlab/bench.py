@@ -43,7 +43,7 @@ from convlab.bench_cases import (
 from convlab.bench_gemm import gemm_gflops
 from convlab.bench_network import network_benchmark
 from convlab.bench_table import markdown_report
-from convlab.bench_timing import interleaved_times, summarize, synchronizer
+from convlab.bench_timing import CLOCKS, interleaved_times, summarize, synchronizer
 
 MNIST_TRAIN_IMAGES = 60_000
 DEFAULT_OUT = Path("outputs/bench/bench.json")
@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--slow-batch", type=int, default=1, help="images per call for the loop layers")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time (default), or the process's CPU time: robust on a busy machine with --threads 1",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (a smoke test)")
     parser.add_argument("--no-network", action="store_true", help="skip the training-step measurements")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
@@ -111,6 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
     if args.device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device}")
+    if args.clock == "cpu" and args.device.type == "cuda":
+        parser.error("--clock cpu measures the host only: use the wall clock with --device cuda")
     chosen = [name for name in args.impl or names if args.device.type == "cpu" or name not in CPU_ONLY]
     args.impls = [BASELINE] + [name for name in dict.fromkeys(chosen) if name != BASELINE]
     if args.quick:
@@ -143,6 +151,7 @@ def time_case(case: ConvCase, args: argparse.Namespace, progress: Progress) -> l
             budget_s=args.budget,
             min_repeats=min(3, args.repeats),
             sync=sync,
+            clock=CLOCKS[args.clock],
             prepare=lambda name: contenders[name].zero_grad(),
             on_round=lambda done, total, task=task: progress.update(task, completed=done, total=total),
         )
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "budget_s": args.budget,
             "slow_batch": args.slow_batch,
+            "clock": args.clock,
             "quick": args.quick,
             "cases": {case.name: case.describe() for case in cases},
         },
@@ -211,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict] = []
     with progress:
         console.print("timing matrix multiplies (MKL, oneDNN)")
-        result["machine"]["gemm_gflops"] = gemm_gflops(args.device, args.repeats, args.warmup)
+        result["machine"]["gemm_gflops"] = gemm_gflops(
+            args.device, args.repeats, args.warmup, CLOCKS[args.clock]
+        )
         for case in cases:
             console.print(f"timing {case.name}: {case.describe()}")
             records += time_case(case, args, progress)

@@ -10,6 +10,8 @@ measurement shows whether that is the case on the machine the bench runs on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from convlab.bench_timing import interleaved_times, summarize, synchronizer
@@ -19,7 +21,9 @@ from convlab.conv.fast import matmul as onednn_matmul
 SHAPE = (64, 576, 8192)
 
 
-def gemm_gflops(device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
+def gemm_gflops(
+    device: torch.device, repeats: int, warmup: int, clock: Callable[[], float]
+) -> dict[str, float]:
     """GFLOP/s of the (M, K) @ (K, N) float32 product: "mkl" and "onednn" on a CPU, "cublas" on CUDA."""
     m, k, n = SHAPE
     a, b = torch.randn(1, m, k, device=device), torch.randn(1, k, n, device=device)
@@ -34,6 +38,7 @@ def gemm_gflops(device: torch.device, repeats: int, warmup: int) -> dict[str, fl
         budget_s=5.0,
         min_repeats=min(3, repeats),
         sync=synchronizer(device),
+        clock=clock,
     )
     first = next(iter(calls))
     return {name: 2 * m * k * n / s.median_s / 1e9 for name, s in summarize(times, first).items()}

@@ -122,8 +122,8 @@ def markdown_report(result: dict) -> str:
         ]
     for mode in MODES:
         lines += [
-            f"{titles[mode]}: median time per call, ratio to `{BASELINE}` (`nn.Conv2d`) paired in the "
-            f"same run [IQR], {settings['repeats']} repeats at most:",
+            f"{titles[mode]}: median {settings.get('clock', 'wall')} time per call, ratio to `{BASELINE}` "
+            f"(`nn.Conv2d`) paired in the same run [IQR], {settings['repeats']} repeats at most:",
             "",
             *conv_table(result, mode),
             "",

@@ -11,6 +11,11 @@ every call for a second, then stop. Two rules keep the comparison fair anyway:
 
 Statistics are the median and the interquartile range (IQR), which ignore the
 few calls a context switch or the garbage collector made slow.
+
+The clock is wall time by default. On a machine busy with other jobs, a call
+also pays for the time the OS gave its core to someone else; with one thread
+(`--threads 1`) the process's CPU time (`--clock cpu`) leaves that out and keeps
+everything the call itself costs, page faults included.
 """
 
 from __future__ import annotations
@@ -51,13 +56,16 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return lambda: None
 
 
-def time_call(call: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Seconds for one call, including the device work it queued."""
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_call(call: Callable[[], object], sync: Callable[[], None], clock: Callable[[], float]) -> float:
+    """Seconds for one call on `clock`, including the device work it queued."""
     sync()
-    start = time.perf_counter()
+    start = clock()
     call()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def interleaved_times(
@@ -70,6 +78,7 @@ def interleaved_times(
     sync: Callable[[], None],
     prepare: Callable[[str], None] = lambda name: None,
     on_round: Callable[[int, int], None] = lambda done, total: None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
     """Times of every call, measured in interleaved rounds.
 
@@ -86,7 +95,7 @@ def interleaved_times(
         # A call of several seconds needs no more than one warm-up: stop at a quarter of the budget.
         while len(warm_times) < warmup and sum(warm_times) < budget_s / 4:
             prepare(name)
-            warm_times.append(time_call(call, sync))
+            warm_times.append(time_call(call, sync, clock))
         per_call = min(warm_times) if warm_times else 0.0
         affordable = int(budget_s / per_call) if per_call > 0 else repeats
         planned[name] = max(min_repeats, min(repeats, affordable))
@@ -98,7 +107,7 @@ def interleaved_times(
         for name in names[shift:] + names[:shift]:
             if round_index < planned[name]:
                 prepare(name)
-                times[name].append(time_call(calls[name], sync))
+                times[name].append(time_call(calls[name], sync, clock))
         on_round(round_index + 1, rounds)
     return times
 
