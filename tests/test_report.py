@@ -75,7 +75,7 @@ def test_verdict_for_a_learning_conv(sweep: Path):
     expected = (
         "- unfold (mnist): conv layers learn — full training beats frozen_conv by +9.0 pp "
         "(95% CI 6.7 to 11.3, Welch p=0.00039, n=3+3); frozen_fc reaches 80.0% "
-        "(95% CI 77.5 to 82.5, n=3, chance 10%); conv weights moved (drift conv1 0.81, conv2 0.405)"
+        "(95% CI 77.5 to 82.5, n=3, chance 10%); conv weights moved (drift conv1 0.810, conv2 0.405)"
     )
     assert expected in build_report(sweep).splitlines()
 
@@ -85,7 +85,7 @@ def test_verdict_for_a_conv_that_does_not_learn(sweep: Path):
         "- broken (mnist): conv layers NOT shown to learn — no better than frozen_conv: +0.0 pp "
         "(95% CI -2.3 to 2.3, Welch p=1, n=3+3); frozen_fc stays near chance: 10.0% "
         "(95% CI 7.5 to 12.5, n=3, chance 10%), needs > 20%; "
-        "conv weights did not move (drift conv1 0, conv2 0; needs > 0.001)"
+        "conv weights did not move (drift conv1 0.000, conv2 0.000; needs > 0.001)"
     )
     assert expected in build_report(sweep).splitlines()
 

@@ -48,7 +48,7 @@ def _pct_interval(interval: tuple[float, float] | None, scale: float = 100.0) ->
 
 def _drift_clause(drift: Mapping[str, Sequence[float]]) -> tuple[bool, str]:
     means = {layer: summarize(values).mean for layer, values in drift.items() if values}
-    listed = ", ".join(f"{layer} {mean:.3g}" for layer, mean in sorted(means.items()))
+    listed = ", ".join(f"{layer} {mean:.3f}" for layer, mean in sorted(means.items()))
     if not means:
         return False, "conv weight drift not recorded"
     if all(mean > DRIFT_MIN for mean in means.values()):
