@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 TEST_MIRROR := $(wildcard ../shared/data)
 LINT_PATHS := src tests $(wildcard train.py)
 
-.PHONY: install test lint format verify bench train sweep tensorboard clean help
+.PHONY: install test lint format verify bench train sweep tensorboard lockstep does-it-learn report clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,18 @@ sweep: install  ## multirun: every conv implementation (configs/conv) on the sam
 
 tensorboard: install  ## TensorBoard on every run and sweep under outputs/ (http://localhost:6006)
 	$(RUN) tensorboard --logdir outputs
+
+lockstep: install  ## train IMPL (default vanilla) and nn.Conv2d side by side on MNIST batches (ARGS=--steps 20 etc.)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python -m convlab.lockstep \
+		conv=$(or $(IMPL),vanilla) $(ARGS)
+
+does-it-learn: install  ## the does-it-learn sweep (EXPERIMENT=does_it_learn_vanilla etc.), then its report
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m \
+		experiment=$(or $(EXPERIMENT),does_it_learn) $(ARGS)
+	$(RUN) python -m convlab.report
+
+report: install  ## does-it-learn table, verdicts, report.md + report.png of a sweep (SWEEP=dir, default newest)
+	$(RUN) python -m convlab.report $(SWEEP)
 
 clean:  ## remove the environment and caches (keeps outputs/ and data/)
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
