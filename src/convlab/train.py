@@ -9,6 +9,7 @@ names (a key of results.json's "metrics"), which Hydra sweepers optimise.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,16 @@ def print_metrics(metrics: dict, path: Path) -> None:
     console.print(f"results.json: {path}", soft_wrap=True)
 
 
+def print_lightning_logs_once() -> None:
+    """Drop the console handler package `lightning` adds to its logger when the root logger (Hydra's,
+    which also writes the run's train.log) already prints: otherwise every Lightning line shows twice."""
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+
+
 def run(cfg: DictConfig) -> float:
     """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
+    print_lightning_logs_once()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
