@@ -2,33 +2,38 @@
 
 Teaches: the mathematics is `manual`'s (cols = im2col(x), out = W @ cols + b,
 dW = dout @ cols^T, db = sum(dout), dx = col2im(W^T @ dout)); what decides the
-speed is everything around it. Each point below was measured with
-`python -m convlab.bench` (README, "Speed"):
+speed is everything around it. Each point was measured with `python -m convlab.bench`
+(README, "Speed"):
 
-1. The matrix multiplies run on oneDNN, the library `nn.Conv2d` itself calls on
-   a CPU. `torch.matmul` calls MKL, whose float32 GEMM takes a path about half
-   as fast on AMD CPUs; the comparison would otherwise be between two BLAS
-   libraries, not two convolutions. (float32 on the CPU, one group; anything
-   else goes to `torch.matmul`.)
-2. The columns are one matrix (C_in/G * kH * kW, images * H_out * W_out), so
-   each of the three products is a single 2-D GEMM over the whole chunk: no
-   batch of small GEMMs, no weight expanded per image.
-3. im2col and col2im are separable: shift the columns (kW copies), then the
-   rows (kH copies). Two copies with long contiguous runs instead of one with
-   runs of W_out numbers; the way back is kH + kW additions, not kH * kW.
-4. The batch goes in chunks whose columns fit in the L2 cache: the GEMM reads
-   them while they are hot, and memory stays one chunk's worth, not the kH * kW
-   copies of the whole batch that `unfold` keeps for its backward.
-5. Temporaries live in scratch memory reused from call to call. A fresh
-   multi-megabyte tensor costs page faults (the C allocator hands freed memory
-   back to the OS), which at the reference shapes cost more than the copies.
-6. The backward recomputes the columns from x (only x and W are saved, as in
-   `nn.Conv2d`), and computes dx only when x needs a gradient: in the
-   reference network's first layer it never does.
+1. Two ways to multiply, chosen by K = C_in/G * kH * kW, the length of each dot
+   product. Long ones (conv2: 250) are arithmetic-bound: the columns of a chunk
+   of images form one matrix (K, images * pixels) and each product is a single
+   2-D GEMM on oneDNN, the library `nn.Conv2d` itself calls on a CPU
+   (`torch.matmul` calls MKL, whose float32 GEMM takes a path half as fast on
+   AMD CPUs: the comparison would be between two BLAS libraries, not two
+   convolutions). Short ones (conv1: 25) are memory-bound: there the columns
+   stay image by image (images, K, pixels) and one batched product writes the
+   output straight in NCHW order, saving the two layout copies the single
+   matrix needs (output and output gradient).
+2. im2col and col2im are separable: shift the columns (one copy for all kW
+   shifts), then the rows (one copy for all kH shifts). Two copies with long
+   contiguous runs instead of one with runs of W_out numbers; the way back is
+   kH + kW additions, not kH * kW.
+3. The batch goes in chunks whose columns fit in the cache: the products read
+   them while they are hot, and memory holds one chunk's columns, not the
+   kH * kW copies of the whole batch that `unfold` keeps for its backward.
+4. Memory is reused from call to call: each layer keeps a buffer for its
+   columns, and temporaries live in scratch buffers. A fresh multi-megabyte
+   tensor costs page faults (the C allocator hands freed memory back to the
+   OS), at the reference shapes more than the copies that fill it.
+5. A batch that fits in one chunk leaves its columns in the buffer for the
+   backward; a larger one has them recomputed chunk by chunk from x (only x
+   and W are saved, as in `nn.Conv2d`). dx is computed only when x needs a
+   gradient: in the reference network's first layer it never does.
 
-Cost: the same arithmetic as `nn.Conv2d`'s im2col path, plus two cheap copies
-of the input per pass; within a few tens of percent of `nn.Conv2d` either way,
-shape by shape (see the bench).
+Cost: the arithmetic of `nn.Conv2d`'s im2col path plus two copies of the input
+per pass; close to `nn.Conv2d`, faster on some shapes and slower on others (see
+the bench). Not for concurrent use of one layer by several threads' autograd.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ from convlab.conv.base import Conv2dBase, output_size
 # Columns per chunk, tuned on a CPU with 2 MiB of L2 cache per core: each reference layer's batch of 64
 # is one chunk; a 64-channel 3x3 layer on 32x32 images goes one image (2.4 MB of columns) at a time.
 CHUNK_BYTES = 4 << 20
+# Dot products of at most this length use batched per-image products instead of one 2-D GEMM.
+SHORT_K = 32
+# oneDNN's inner product, X @ W^T: X (M, K) contiguous, W (N, K) any strided view. None without oneDNN.
+_ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
 
 
 class _Scratch(threading.local):
@@ -68,13 +77,16 @@ def reuse(store: MutableMapping, key, shape: tuple[int, ...], like: Tensor) -> T
     return buffer[:numel].view(shape)
 
 
-# oneDNN's inner product, X @ W^T: X (M, K) contiguous, W (N, K) any strided view. None without oneDNN.
-_ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
-
-
 def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """(G, M, K) @ (G, K, N) -> (G, M, N); oneDNN's inner product where it applies, else torch.matmul."""
-    if a.is_cpu and a.dtype == torch.float32 and a.shape[0] == 1 and _ONEDNN_LINEAR is not None:
+    """(..., M, K) @ (..., K, N) -> (..., M, N); oneDNN's inner product for float32 (1, M, K) @ (1, K, N)
+    on the CPU, torch.matmul for everything else."""
+    if (
+        _ONEDNN_LINEAR is not None
+        and a.is_cpu
+        and a.dtype == torch.float32
+        and a.dim() == b.dim() == 3
+        and a.shape[0] == b.shape[0] == 1
+    ):
         return _ONEDNN_LINEAR(a[0].contiguous(), b[0].t(), None, "none", [], "").unsqueeze(0)
     return torch.matmul(a, b)
 
@@ -82,15 +94,18 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 class _Geometry:
     """Kernel, stride, dilation and groups of a layer, and the output size they give an input."""
 
-    def __init__(self, layer: Conv2dBase, height: int, width: int) -> None:
+    def __init__(self, layer: Conv2dBase, x: Tensor) -> None:
         (self.kh, self.kw), (self.sh, self.sw), (self.dh, self.dw) = (
             layer.kernel_size,
             layer.stride,
             layer.dilation,
         )
-        self.groups = layer.groups
-        self.h_out = output_size(height, self.kh, self.sh, self.dh)
-        self.w_out = output_size(width, self.kw, self.sw, self.dw)
+        self.channels, self.groups = x.shape[1], layer.groups
+        self.h_out = output_size(x.shape[2], self.kh, self.sh, self.dh)
+        self.w_out = output_size(x.shape[3], self.kw, self.sw, self.dw)
+        self.pixels = self.h_out * self.w_out
+        self.k = self.channels // self.groups * self.kh * self.kw  # length of each dot product
+        self.per_image = self.k <= SHORT_K
 
     def rows(self, i: int) -> slice:
         """Input rows that kernel row i sees, one per output row."""
@@ -100,6 +115,26 @@ class _Geometry:
         """Input columns that kernel column j sees, one per output column."""
         return slice(j * self.dw, j * self.dw + self.sw * (self.w_out - 1) + 1, self.sw)
 
+    def chunks(self, batch: int) -> list[slice]:
+        """Slices of the batch whose columns take about CHUNK_BYTES (at 4 bytes a number), 1 image or more."""
+        image_bytes = self.groups * self.k * self.pixels * 4
+        step = max(1, CHUNK_BYTES // max(1, image_bytes))
+        return [slice(start, min(batch, start + step)) for start in range(0, batch, step)]
+
+    def layouts(self, columns: Tensor, images: int) -> tuple[Tensor, Tensor]:
+        """Two views of a chunk's columns, flat in `columns`: the matrix the products take, and the
+        (C, kH, kW, images, H_out, W_out) view im2col writes and col2im reads.
+
+        per image: (images, G, K, pixels); else one matrix: (G, K, images * pixels).
+        """
+        c, kh, kw, ho, wo = self.channels, self.kh, self.kw, self.h_out, self.w_out
+        if self.per_image:
+            taps = columns.view(images, c, kh, kw, ho, wo).permute(1, 2, 3, 0, 4, 5)
+            return columns.view(images, self.groups, self.k, self.pixels), taps
+        return columns.view(self.groups, self.k, images * self.pixels), columns.view(
+            c, kh, kw, images, ho, wo
+        )
+
 
 def windows(t: Tensor, dim: int, kernel: int, stride: int, dilation: int) -> Tensor:
     """A view of t: `dim` indexes output positions, a new last dim the `kernel` inputs each one reads."""
@@ -107,47 +142,29 @@ def windows(t: Tensor, dim: int, kernel: int, stride: int, dilation: int) -> Ten
     return view if dilation == 1 else view[..., ::dilation]
 
 
-def im2col(x: Tensor, g: _Geometry, cols: Tensor) -> Tensor:
-    """x (m, C, H, W) -> columns (G, C/G * kH * kW, m * H_out * W_out), written into `cols`.
-
-    cols: any tensor of C * kH * kW * m * H_out * W_out elements.
-    """
+def im2col(x: Tensor, g: _Geometry, taps: Tensor) -> None:
+    """Writes the columns of x (m, C, H, W) into taps, a (C, kH, kW, m, H_out, W_out) view."""
     m, c, h, _ = x.shape
     # Step 1, the kW column shifts: shifted[c, j, n, y, x'] = x[n, c, y, x' * sW + j * dW].
     shifted = reuse(_SCRATCH.shared, "im2col", (c, g.kw, m, h, g.w_out), x)
     shifted.copy_(windows(x, 3, g.kw, g.sw, g.dw).permute(1, 4, 0, 2, 3))
-    # Step 2, the kH row shifts: cols[c, i, j, n, y', x'] = shifted[c, j, n, y' * sH + i * dH, x'].
-    cols = cols.view(c, g.kh, g.kw, m, g.h_out, g.w_out)
-    cols.copy_(windows(shifted, 3, g.kh, g.sh, g.dh).permute(0, 5, 1, 2, 3, 4))
-    return cols.view(g.groups, c // g.groups * g.kh * g.kw, m * g.h_out * g.w_out)
+    # Step 2, the kH row shifts: taps[c, i, j, n, y', x'] = shifted[c, j, n, y' * sH + i * dH, x'].
+    taps.copy_(windows(shifted, 3, g.kh, g.sh, g.dh).permute(0, 5, 1, 2, 3, 4))
 
 
-def col2im(dcols: Tensor, g: _Geometry, dx: Tensor) -> None:
-    """Adds the column gradients (G, C/G * kH * kW, m * H_out * W_out) back into dx (m, C, H, W).
+def col2im(taps: Tensor, g: _Geometry, dx: Tensor) -> None:
+    """Adds column gradients, a (C, kH, kW, m, H_out, W_out) view, back into dx (m, C, H, W).
 
     The adjoint of `im2col`, its two steps in reverse: every column entry goes back to the
     input pixel it was copied from, and where windows overlap their gradients add up.
     """
     m, c, h, _ = dx.shape
-    per_tap = dcols.view(c, g.kh, g.kw, m, g.h_out, g.w_out)
     shifted = reuse(_SCRATCH.shared, "col2im", (c, g.kw, m, h, g.w_out), dx).zero_()
     for i in range(g.kh):
-        shifted[:, :, :, g.rows(i)] += per_tap[:, i]
+        shifted[:, :, :, g.rows(i)] += taps[:, i]
     dx_by_channel = dx.transpose(0, 1)  # (C, m, H, W) view
     for j in range(g.kw):
         dx_by_channel[:, :, :, g.columns(j)] += shifted[:, j]
-
-
-def chunks(x: Tensor, g: _Geometry) -> list[slice]:
-    """Slices of the batch x (N, C, H, W) whose columns take about CHUNK_BYTES, at least one image each."""
-    batch, image_bytes = x.shape[0], x.shape[1] * g.kh * g.kw * g.h_out * g.w_out * x.element_size()
-    step = max(1, CHUNK_BYTES // max(1, image_bytes))
-    return [slice(start, min(batch, start + step)) for start in range(0, batch, step)]
-
-
-def column_buffer(layer: nn.Module, x: Tensor, g: _Geometry, images: int) -> Tensor:
-    """This layer's own memory for the columns of `images` images of x, kept from call to call."""
-    return reuse(_SCRATCH.columns, layer, (x.shape[1] * g.kh * g.kw * images * g.h_out * g.w_out,), x)
 
 
 class _FastConvFunction(torch.autograd.Function):
@@ -156,20 +173,27 @@ class _FastConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: FastConv2d) -> Tensor:
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/G, kH, kW) -> (N, C_out, H_out, W_out)."""
-        g = _Geometry(layer, x.shape[2], x.shape[3])
-        n, c_out, pixels = x.shape[0], weight.shape[0], g.h_out * g.w_out
-        filters = weight.view(g.groups, c_out // g.groups, -1)  # (G, C_out/G, K)
-        out = x.new_empty(n, c_out, pixels)
-        parts = chunks(x, g)
+        g = _Geometry(layer, x)
+        n, c_out = x.shape[0], weight.shape[0]
+        filters = weight.view(g.groups, c_out // g.groups, g.k)  # (G, C_out/G, K)
+        out = x.new_empty(n, g.groups, c_out // g.groups, g.pixels)
+        parts = g.chunks(n)
         for part in parts:
             images = part.stop - part.start
-            cols = im2col(x[part], g, column_buffer(layer, x, g, images))
-            # (C_out, images * pixels) -> (images, C_out, pixels), the bias added on the way.
-            y = matmul(filters, cols).view(c_out, images, pixels).transpose(0, 1)
-            if bias is None:
-                out[part] = y
+            columns = reuse(_SCRATCH.columns, layer, (g.groups * g.k * images * g.pixels,), x)
+            cols, taps = g.layouts(columns, images)
+            im2col(x[part], g, taps)
+            if g.per_image:
+                torch.matmul(filters, cols, out=out[part])
+                if bias is not None:
+                    out[part] += bias.view(1, g.groups, -1, 1)
             else:
-                torch.add(y, bias.view(1, c_out, 1), out=out[part])
+                # (G, C_out/G, images * pixels) -> (images, G, C_out/G, pixels), NCHW order, + bias.
+                y = matmul(filters, cols).unflatten(2, (images, g.pixels)).permute(2, 0, 1, 3)
+                if bias is None:
+                    out[part] = y
+                else:
+                    torch.add(y, bias.view(1, g.groups, -1, 1), out=out[part])
         ctx.save_for_backward(x, weight)
         ctx.geometry, ctx.layer, ctx.has_bias = g, layer, bias is not None
         # One chunk leaves all the columns in the layer's buffer: the backward uses them unless
@@ -184,32 +208,35 @@ class _FastConvFunction(torch.autograd.Function):
         """grad_out (N, C_out, H_out, W_out) -> dx (N, C_in, H_pad, W_pad), dW, db, None."""
         x, weight = ctx.saved_tensors
         g, (need_x, need_w, need_b) = ctx.geometry, ctx.needs_input_grad[:3]
-        c_out, pixels = weight.shape[0], g.h_out * g.w_out
-        filters = weight.view(g.groups, c_out // g.groups, -1)  # (G, C_out/G, K)
+        c_out = weight.shape[0]
+        filters = weight.view(g.groups, c_out // g.groups, g.k)  # (G, C_out/G, K)
         grad_x = torch.zeros_like(x) if need_x else None
-        grad_w = None
-        for part in chunks(x, g):
+        grad_w = torch.zeros_like(filters) if need_w else None
+        for part in g.chunks(x.shape[0]):
             images = part.stop - part.start
-            # dout as a matrix (G, C_out/G, images * pixels), its columns ordered as im2col's.
-            dout = reuse(_SCRATCH.shared, "dout", (c_out, images, g.h_out, g.w_out), x)
-            dout.copy_(grad_out[part].transpose(0, 1))
-            dout = dout.view(g.groups, c_out // g.groups, images * pixels)
+            if g.per_image:
+                dout = grad_out[part].reshape(images, g.groups, c_out // g.groups, g.pixels)
+            else:  # as a matrix (G, C_out/G, images * pixels), its columns ordered as im2col's
+                dout = reuse(_SCRATCH.shared, "dout", (g.groups, c_out // g.groups, images, g.pixels), x)
+                dout.copy_(grad_out[part].view(images, g.groups, -1, g.pixels).permute(1, 2, 0, 3))
+                dout = dout.flatten(2)
             if need_w:
                 cols = ctx.cols
                 if cols is None or cols._version != ctx.cols_version:
-                    cols = im2col(x[part], g, column_buffer(ctx.layer, x, g, images))
-                partial = matmul(dout, cols.transpose(1, 2))  # (G, C_out/G, K)
-                grad_w = partial if grad_w is None else grad_w + partial
+                    columns = reuse(_SCRATCH.columns, ctx.layer, (g.groups * g.k * images * g.pixels,), x)
+                    cols, taps = g.layouts(columns, images)
+                    im2col(x[part], g, taps)
+                partial = matmul(dout, cols.transpose(-1, -2))
+                grad_w += partial.sum(0) if g.per_image else partial
             if need_x:
-                col2im(matmul(filters.transpose(1, 2), dout), g, grad_x[part])
-        if need_w and grad_w is None:  # an empty batch
-            grad_w = torch.zeros_like(filters)
+                dcols = matmul(filters.transpose(1, 2), dout)
+                col2im(g.layouts(dcols, images)[1], g, grad_x[part])
         grad_b = grad_out.sum(dim=(0, 2, 3)) if ctx.has_bias and need_b else None
         return grad_x, None if grad_w is None else grad_w.view_as(weight), grad_b, None
 
 
 class FastConv2d(Conv2dBase):
-    """im2col + GEMM in cache-sized chunks on oneDNN, backward by hand."""
+    """im2col + GEMM, the product chosen by shape (oneDNN or batched), backward by hand."""
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
