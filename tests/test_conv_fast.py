@@ -27,14 +27,19 @@ def assert_close(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> No
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("short_row", [0, 1000], ids=["one-step im2col", "two-step im2col"])
 @pytest.mark.parametrize("short_k", [0, 1000], ids=["one matrix", "per image"])
 @pytest.mark.parametrize("chunk_bytes", [fast.CHUNK_BYTES, 1], ids=["one chunk", "one image per chunk"])
-def test_layer_used_twice_before_backward(monkeypatch, chunk_bytes: int, short_k: int) -> None:
+def test_layer_used_twice_before_backward(
+    monkeypatch, chunk_bytes: int, short_k: int, short_row: int
+) -> None:
     """The second forward overwrites the columns the first one left for its backward: it must notice.
 
-    Both ways to multiply (SHORT_K decides), with the batch in one chunk and in chunks of one image."""
+    Every path: both ways to multiply (SHORT_K), both gathers (SHORT_ROW), the batch in one chunk
+    and in chunks of one image."""
     monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(fast, "SHORT_K", short_k)
+    monkeypatch.setattr(fast, "SHORT_ROW", short_row)
     layer = fast.FastConv2d(3, 3, 3, stride=(1, 2), padding=1, dilation=(2, 1), dtype=torch.float64)
     x = torch.randn(3, 3, 7, 8, dtype=torch.float64, requires_grad=True)
 

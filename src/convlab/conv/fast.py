@@ -15,10 +15,10 @@ speed is everything around it. Each point was measured with `python -m convlab.b
    stay image by image (images, K, pixels) and one batched product writes the
    output straight in NCHW order, saving the two layout copies the single
    matrix needs (output and output gradient).
-2. im2col and col2im are separable: shift the columns (one copy for all kW
-   shifts), then the rows (one copy for all kH shifts). Two copies with long
-   contiguous runs instead of one with runs of W_out numbers; the way back is
-   kH + kW additions, not kH * kW.
+2. im2col is one strided copy, in runs of W_out numbers. Where output rows
+   are short (conv2: 8) it is two: shift the columns (all kW shifts at once),
+   then the rows (all kH shifts), each in long runs. col2im, the way back, is
+   always those two steps in reverse: kH + kW additions, not kH * kW.
 3. The batch goes in chunks whose columns fit in the cache: the products read
    them while they are hot, and memory holds one chunk's columns, not the
    kH * kW copies of the whole batch that `unfold` keeps for its backward.
@@ -54,6 +54,8 @@ from convlab.conv.base import Conv2dBase, output_size
 CHUNK_BYTES = 4 << 20
 # Dot products of at most this length use batched per-image products instead of one 2-D GEMM.
 SHORT_K = 32
+# Output rows shorter than this are gathered in two steps (im2col); longer ones in one copy.
+SHORT_ROW = 16
 # oneDNN's inner product, X @ W^T: X (M, K) contiguous, W (N, K) any strided view. None without oneDNN.
 _ONEDNN_LINEAR = torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
 
@@ -145,10 +147,14 @@ def windows(t: Tensor, dim: int, kernel: int, stride: int, dilation: int) -> Ten
 def im2col(x: Tensor, g: _Geometry, taps: Tensor) -> None:
     """Writes the columns of x (m, C, H, W) into taps, a (C, kH, kW, m, H_out, W_out) view."""
     m, c, h, _ = x.shape
-    # Step 1, the kW column shifts: shifted[c, j, n, y, x'] = x[n, c, y, x' * sW + j * dW].
+    if g.w_out >= SHORT_ROW:
+        # taps[c, i, j, n, y', x'] = x[n, c, y' * sH + i * dH, x' * sW + j * dW]: one copy, in runs of W_out.
+        taps.copy_(windows(windows(x, 2, g.kh, g.sh, g.dh), 3, g.kw, g.sw, g.dw).permute(1, 4, 5, 0, 2, 3))
+        return
+    # Short rows: step 1, the kW column shifts: shifted[c, j, n, y, x'] = x[n, c, y, x' * sW + j * dW],
     shifted = reuse(_SCRATCH.shared, "im2col", (c, g.kw, m, h, g.w_out), x)
     shifted.copy_(windows(x, 3, g.kw, g.sw, g.dw).permute(1, 4, 0, 2, 3))
-    # Step 2, the kH row shifts: taps[c, i, j, n, y', x'] = shifted[c, j, n, y' * sH + i * dH, x'].
+    # step 2, the kH row shifts: taps[c, i, j, n, y', x'] = shifted[c, j, n, y' * sH + i * dH, x'].
     taps.copy_(windows(shifted, 3, g.kh, g.sh, g.dh).permute(0, 5, 1, 2, 3, 4))
 
 
