@@ -82,7 +82,7 @@ def test_verdict_for_a_learning_conv(sweep: Path):
 
 def test_verdict_for_a_conv_that_does_not_learn(sweep: Path):
     expected = (
-        "- broken (mnist): conv layers NOT shown to learn — no better than frozen_conv: +0.0 pp "
+        "- broken (mnist): conv layers NOT shown to learn — no clear gain over frozen_conv: +0.0 pp "
         "(95% CI -2.3 to 2.3, Welch p=1, n=3+3); frozen_fc stays near chance: 10.0% "
         "(95% CI 7.5 to 12.5, n=3, chance 10%), needs > 20%; "
         "conv weights did not move (drift conv1 0.000, conv2 0.000; needs > 0.001)"

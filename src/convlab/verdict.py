@@ -64,7 +64,7 @@ def _baseline_clause(full: Sequence[float], frozen_conv: Sequence[float]) -> tup
     detail = f"{diff.estimate * 100:+.1f} pp ({_pct_interval(interval)}{p_text}, n={diff.n_a}+{diff.n_b})"
     if passed:
         return True, f"full training beats frozen_conv by {detail}"
-    return False, f"no better than frozen_conv: {detail}"
+    return False, f"no clear gain over frozen_conv: {detail}"
 
 
 def _frozen_fc_clause(frozen_fc: Sequence[float]) -> tuple[bool, str]:
