@@ -78,3 +78,19 @@ def test_threads_have_their_own_scratch_memory() -> None:
     for index, outputs in results.items():
         for out in outputs:
             torch.testing.assert_close(out, expected[index], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("short_k", [0, 1000], ids=["one matrix", "per image"])
+def test_strided_input_and_output_gradient(monkeypatch, short_k: int) -> None:
+    """A channels-last input and an output gradient with permuted strides, as other layers may hand them."""
+    monkeypatch.setattr(fast, "SHORT_K", short_k)
+    layer = fast.FastConv2d(3, 4, 3, padding=1, dtype=torch.float64)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad_out = torch.randn(5, 6, 4, 2, dtype=torch.float64).permute(3, 2, 1, 0)  # (2, 4, 6, 5), strided
+
+    def loss_of(conv):
+        return (conv(x) * grad_out).sum()
+
+    actual = torch.autograd.grad(loss_of(layer), [x, layer.weight, layer.bias])
+    assert_close(actual, reference_grads(layer, x, loss_of))

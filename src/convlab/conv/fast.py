@@ -217,14 +217,15 @@ class _FastConvFunction(torch.autograd.Function):
         c_out = weight.shape[0]
         filters = weight.view(g.groups, c_out // g.groups, g.k)  # (G, C_out/G, K)
         grad_x = torch.zeros_like(x) if need_x else None
-        grad_w = torch.zeros_like(filters) if need_w else None
+        grad_w = torch.zeros_like(filters) if need_w else None  # (G, C_out/G, K)
         for part in g.chunks(x.shape[0]):
             images = part.stop - part.start
             if g.per_image:
                 dout = grad_out[part].reshape(images, g.groups, c_out // g.groups, g.pixels)
             else:  # as a matrix (G, C_out/G, images * pixels), its columns ordered as im2col's
-                dout = reuse(_SCRATCH.shared, "dout", (g.groups, c_out // g.groups, images, g.pixels), x)
-                dout.copy_(grad_out[part].view(images, g.groups, -1, g.pixels).permute(1, 2, 0, 3))
+                shape = (g.groups, c_out // g.groups, images, g.h_out, g.w_out)
+                dout = reuse(_SCRATCH.shared, "dout", shape, x)
+                dout.copy_(grad_out[part].unflatten(1, shape[:2]).permute(1, 2, 0, 3, 4))
                 dout = dout.flatten(2)
             if need_w:
                 cols = ctx.cols
