@@ -74,7 +74,9 @@ _SCRATCH = _Scratch()
 def reuse(store: MutableMapping, key, shape: tuple[int, ...], like: Tensor) -> Tensor:
     """An uninitialised tensor of `shape` in the memory `store[key]` holds, grown when too small."""
     numel, buffer = math.prod(shape), store.get(key)
-    if buffer is None or buffer.numel() < numel or (buffer.dtype, buffer.device) != (like.dtype, like.device):
+    # Memory made under inference mode (Lightning's validation and test) cannot serve autograd later.
+    stale = buffer is None or (buffer.is_inference() and not torch.is_inference_mode_enabled())
+    if stale or buffer.numel() < numel or (buffer.dtype, buffer.device) != (like.dtype, like.device):
         buffer = store[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
     return buffer[:numel].view(shape)
 
@@ -204,8 +206,10 @@ class _FastConvFunction(torch.autograd.Function):
         ctx.geometry, ctx.layer, ctx.has_bias = g, layer, bias is not None
         # One chunk leaves all the columns in the layer's buffer: the backward uses them unless
         # another forward of this layer has overwritten them since, which the version tells.
-        ctx.cols = cols if len(parts) == 1 else None
-        ctx.cols_version = cols._version if len(parts) == 1 else None
+        # Under inference mode there is no backward, and inference tensors keep no version.
+        keep = len(parts) == 1 and not torch.is_inference_mode_enabled()
+        ctx.cols = cols if keep else None
+        ctx.cols_version = cols._version if keep else None
         return out.view(n, c_out, g.h_out, g.w_out)
 
     @staticmethod
