@@ -13,9 +13,10 @@ same job in a single call, but its copy loop is 3-10 times slower than this
 strided copy on a CPU.)
 
 Cost: the column matrix holds kH * kW copies of every input value (memory and
-bandwidth), then one GEMM that BLAS runs at full speed. Autograd records the
-views, reshape and matmul and differentiates them: correct, within 1.2-1.6x of
-`nn.Conv2d` at the reference shapes, and `fast` shows what the rest takes.
+bandwidth), then one batched GEMM on MKL. Autograd records the views, reshape
+and matmul and differentiates them: correct, 1.2 to 2.6 times slower than
+`nn.Conv2d` at the reference shapes (README, "Speed"); `fast` shows what closing
+the gap takes.
 """
 
 from __future__ import annotations
