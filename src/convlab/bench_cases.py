@@ -16,7 +16,7 @@ im2col + BLAS path, the same kind of computation a hand-written layer does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -35,10 +35,21 @@ IMPLEMENTATIONS: dict[str, type[nn.Module]] = {
     "vanilla_original": VanillaOriginalConv2d,
     "torch_no_onednn": nn.Conv2d,
 }
+
+
+@contextlib.contextmanager
+def onednn_off() -> Iterator[None]:
+    """oneDNN switched off for PyTorch's own kernels; `torch.backends.mkldnn.flags` would reset more."""
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
+
+
 # Global settings a contender's forward and backward run under.
-CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
-    "torch_no_onednn": lambda: torch.backends.mkldnn.flags(enabled=False),
-}
+CONTEXTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {"torch_no_onednn": onednn_off}
 # Contenders that only mean something on a CPU.
 CPU_ONLY = ("torch_no_onednn",)
 MODES = ("fwd", "fwd+bwd")
