@@ -171,7 +171,7 @@ def write_figure(groups: Sequence[Group], verdicts: Sequence[Verdict], path: Pat
     series = [(p, lambda g, p=p: g.accuracies.get(p, [])) for p in probe_columns(groups)]
     series.append(("re-drawn conv (after none)", lambda g: g.redrawn))
     width = 0.8 / len(series)
-    fig = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 5.0), layout="constrained")
+    fig = Figure(figsize=(max(7.5, 1.6 * len(groups) + 2), 5.0), layout="constrained")
     ax = fig.subplots()
     for i, (label, values_of) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(groups))]
@@ -190,7 +190,8 @@ def write_figure(groups: Sequence[Group], verdicts: Sequence[Verdict], path: Pat
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Does the conv learn? mean ± std over seeds, dots = seeds")
-    fig.legend(loc="outside lower center", ncol=len(series) + 1, fontsize="small")
+    # One legend row when the groups give it the width, two otherwise.
+    fig.legend(loc="outside lower center", ncol=len(series) + 1 if len(groups) > 3 else 3, fontsize="small")
     fig.savefig(path, dpi=120)
 
 
