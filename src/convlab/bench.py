@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from convlab.allocator import keep_freed_memory
 from convlab.bench_cases import (
     BASELINE,
     CPU_ONLY,
@@ -59,11 +60,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device) -> dict:
+def machine_info(device: torch.device, allocator_pinned: bool) -> dict:
     info = {
         "cpu": cpu_model(),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "freed_memory_kept": allocator_pinned,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -194,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    # Every contender allocates at the same cost, whatever the heap's layout (convlab.allocator).
+    allocator_pinned = keep_freed_memory()
     console = Console(stderr=True)
     cases = conv_cases(args)
     result: dict = {
-        "machine": machine_info(args.device),
+        "machine": machine_info(args.device, allocator_pinned),
         "settings": {
             "impls": args.impls,
             "baseline": BASELINE,

@@ -26,10 +26,13 @@ def ratio_cell(ratio: float, spread: list[float]) -> str:
 def machine_line(machine: dict) -> str:
     device = machine.get("gpu", machine["cpu"])
     gemm = ", ".join(f"{name} {gflops:.0f}" for name, gflops in machine.get("gemm_gflops", {}).items())
+    kept = machine.get("freed_memory_kept")
+    allocator = {True: " Freed memory kept in the process (no page-fault luck).", False: ""}.get(kept, "")
     return (
         f"Machine: {device} ({machine['device']}), torch {machine['torch']}, "
         f"{machine['threads']} threads, {machine['date']}."
         + (f" Float32 GEMM (64×576 @ 576×8192), GFLOP/s: {gemm}." if gemm else "")
+        + allocator
     )
 
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from convlab.allocator import keep_freed_memory
 from convlab.callbacks import EpochTimer, RedrawnConvAccuracy
 from convlab.probes import conv_drift, frozen_unchanged
 from convlab.scaling import refuse_script_relaunch_in_multirun, set_threads
@@ -117,6 +118,7 @@ def print_lightning_logs_once() -> None:
 def run(cfg: DictConfig) -> float:
     """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
     print_lightning_logs_once()
+    keep_freed_memory()  # steady step times from run to run (convlab.allocator)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
