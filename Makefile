@@ -4,9 +4,9 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 # Training and the tests that need real MNIST use the shared read-only mirror when it sits beside the clone.
 TEST_MIRROR := $(wildcard ../shared/data)
-LINT_PATHS := src tests $(wildcard train.py)
+LINT_PATHS := src tests scripts $(wildcard train.py)
 
-.PHONY: install test lint format verify bench train sweep tensorboard lockstep does-it-learn report clean help
+.PHONY: install test lint format verify bench train sweep tensorboard lockstep does-it-learn report readme clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ does-it-learn: install  ## the does-it-learn sweep (EXPERIMENT=does_it_learn_van
 
 report: install  ## does-it-learn table, verdicts, report.md + report.png of a sweep (SWEEP=dir, default newest)
 	$(RUN) python -m convlab.report $(SWEEP)
+
+readme: install  ## refresh README's results blocks from the tool outputs under docs/results/
+	$(RUN) python scripts/readme_include.py README.md
 
 clean:  ## remove the environment and caches (keeps outputs/ and data/)
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,56 @@
+"""scripts/readme_include.py: README blocks refreshed from tool output, whole files or excerpts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "readme_include.py"
+spec = importlib.util.spec_from_file_location("readme_include", SCRIPT)
+readme_include = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme_include)
+
+REPORT = "# Title\n\n3 runs.\n\n| conv | a |\n|---|---|\n| x | 1 |\n\n## Verdicts\n\n- x: learns\n"
+
+
+def test_whole_file_and_excerpts_replace_old_content(tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text(REPORT)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n"
+        "<!-- include: report.md -->\nstale\n<!-- /include -->\n"
+        'middle\n<!-- include: report.md start="| conv" stop="## Verdicts" -->\n'
+        "old table\n<!-- /include -->\n"
+        '<!-- include: report.md start="- " -->\n<!-- /include -->\nend\n'
+    )
+    assert readme_include.refresh(readme) == ["report.md"] * 3
+    assert readme.read_text() == (
+        "intro\n"
+        f"<!-- include: report.md -->\n{REPORT}<!-- /include -->\n"
+        'middle\n<!-- include: report.md start="| conv" stop="## Verdicts" -->\n'
+        "| conv | a |\n|---|---|\n| x | 1 |\n<!-- /include -->\n"
+        '<!-- include: report.md start="- " -->\n- x: learns\n<!-- /include -->\nend\n'
+    )
+    before = readme.read_text()
+    readme_include.refresh(readme)
+    assert readme.read_text() == before  # idempotent
+
+
+@pytest.mark.parametrize(
+    "marker, message",
+    [
+        ("<!-- include: nowhere.md -->", "missing: nowhere.md"),
+        ('<!-- include: report.md start="| nope" -->', "no line starts with '| nope'"),
+        ('<!-- include: report.md start="| conv" stop="## Nope" -->', "starts with '## Nope'"),
+    ],
+)
+def test_bad_blocks_change_nothing(tmp_path: Path, marker: str, message: str) -> None:
+    (tmp_path / "report.md").write_text(REPORT)
+    readme = tmp_path / "README.md"
+    original = f"intro\n{marker}\nkept\n<!-- /include -->\n"
+    readme.write_text(original)
+    with pytest.raises(ValueError, match=message):
+        readme_include.refresh(readme)
+    assert readme.read_text() == original
