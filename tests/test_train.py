@@ -96,6 +96,14 @@ def test_same_seed_same_metrics_and_resume_matches(fake_data: list[str], tmp_pat
     _, resumed = train([*two_epochs, f"ckpt_path={last}"], tmp_path / "resumed")
     assert comparable(resumed["metrics"]) == comparable(first["metrics"])
 
+    # Resumed from a checkpoint whose training had finished: nothing to train, the same test scores.
+    _, again = train(
+        [*fake_data, "conv=unfold", "trainer.max_epochs=1", f"ckpt_path={last}"], tmp_path / "again"
+    )
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["metrics"]
+    assert again["metrics"]["test_acc"] == one["test_acc"] and again["metrics"]["epochs"] == 1
+    assert again["metrics"]["epoch_time_s"] is None and again["metrics"]["train_images"] == 0
+
     _, other_seed = train([*two_epochs, "seed=1"], tmp_path / "other_seed")
     assert other_seed["metrics"]["test_loss"] != first["metrics"]["test_loss"]
 

@@ -52,7 +52,15 @@ def measure(model, fit_metrics: dict, test: dict) -> dict:
     fit_metrics: what training logged (trainer.callback_metrics after fit); test: what testing logged.
     Logged metrics and the weights are all this reads: Lightning synchronises the metrics over DDP
     processes, and under ddp_spawn they are all that comes back from the worker processes.
+    A run resumed from a checkpoint whose training had already finished trains no epoch: its
+    timings are None and its epoch count is the checkpoint's.
     """
+
+    def perf(name: str) -> float | None:
+        value = fit_metrics.get(f"perf/{name}")
+        return None if value is None else float(value)
+
+    trained = perf("epochs")
     return {
         "test_acc": test["test/acc"],
         "test_loss": test["test/loss"],
@@ -60,10 +68,10 @@ def measure(model, fit_metrics: dict, test: dict) -> dict:
         "redrawn_conv_test_acc": test["test/redrawn_conv_acc"],
         "conv_drift": conv_drift(model.net, model.initial_params),
         "frozen_unchanged": frozen_unchanged(model.net, model.initial_params),
-        "epochs": int(fit_metrics["perf/epochs"]),
-        "epoch_time_s": fit_metrics["perf/epoch_time_s"].item(),
-        "images_per_s": fit_metrics["perf/images_per_s"].item(),
-        "train_images": int(fit_metrics["perf/train_images"]),
+        "epochs": int(trained) if trained is not None else model.current_epoch,
+        "epoch_time_s": perf("epoch_time_s"),
+        "images_per_s": perf("images_per_s"),
+        "train_images": int(perf("train_images") or 0),
         "test_images": int(test["perf/test_images"]),
     }
 
