@@ -35,7 +35,9 @@ def write_result(path: Path, conv: str, probe: str, seed: int, test_acc: float, 
     (path / "results.json").write_text(json.dumps(result))
 
 
-def write_sweep(root: Path, conv: str, accuracies: dict, drift: tuple[float, ...]) -> None:
+def write_sweep(
+    root: Path, conv: str, accuracies: dict, drift: tuple[float, ...], epoch_s: tuple[float, ...] = ()
+) -> None:
     for probe, values in accuracies.items():
         for seed, acc in enumerate(values):
             extra = {}
@@ -43,13 +45,14 @@ def write_sweep(root: Path, conv: str, accuracies: dict, drift: tuple[float, ...
                 extra = {
                     "redrawn_conv_test_acc": 0.24 + 0.01 * seed,
                     "conv_drift": {"conv1": drift[seed], "conv2": drift[seed] / 2},
+                    "epoch_time_s": epoch_s[seed] if epoch_s else None,
                 }
             write_result(root / f"{conv}-{probe}-{seed}", conv, probe, seed, acc, **extra)
 
 
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
-    write_sweep(tmp_path, "unfold", LEARNING, drift=(0.80, 0.81, 0.82))
+    write_sweep(tmp_path, "unfold", LEARNING, drift=(0.80, 0.81, 0.82), epoch_s=(1.9, 2.0, 2.1))
     write_sweep(tmp_path, "broken", NOT_LEARNING, drift=(0.0, 0.0, 0.0))
     return tmp_path
 
@@ -59,14 +62,14 @@ def test_table_has_exact_cells_in_registry_order(sweep: Path):
     header = next(line for line in lines if line.startswith("| conv"))
     assert header == (
         "| conv | data | train images × epochs | none | frozen_conv | frozen_fc | re-drawn conv "
-        "| drift conv1 | drift conv2 |"
+        "| drift conv1 | drift conv2 | s/epoch |"
     )
     rows = [line for line in lines if line.startswith("| unfold") or line.startswith("| broken")]
     assert rows == [
         "| unfold | mnist | 1000 × 1 | 97.0 ± 1.0 (3) | 88.0 ± 1.0 (3) | 80.0 ± 1.0 (3) | 25.0 ± 1.0 (3) "
-        "| 0.810 ± 0.010 (3) | 0.405 ± 0.005 (3) |",
+        "| 0.810 ± 0.010 (3) | 0.405 ± 0.005 (3) | 2.00 ± 0.10 (3) |",
         "| broken | mnist | 1000 × 1 | 88.0 ± 1.0 (3) | 88.0 ± 1.0 (3) | 10.0 ± 1.0 (3) | 25.0 ± 1.0 (3) "
-        "| 0.000 ± 0.000 (3) | 0.000 ± 0.000 (3) |",
+        "| 0.000 ± 0.000 (3) | 0.000 ± 0.000 (3) | – |",
     ]
 
 
@@ -138,16 +141,17 @@ def test_newest_sweep_sorts_hydra_names(tmp_path: Path):
 
 
 def test_gap_to_torch_pairs_runs_by_probe_and_seed(tmp_path: Path):
-    write_sweep(tmp_path, "unfold", LEARNING, drift=(0.80, 0.81, 0.82))
+    write_sweep(tmp_path, "unfold", LEARNING, drift=(0.80, 0.81, 0.82), epoch_s=(3.0, 3.3, 3.6))
     shifted = {
         probe: tuple(v + 0.003 * (probe == "frozen_fc") for v in values) for probe, values in LEARNING.items()
     }
-    write_sweep(tmp_path, "torch", shifted, drift=(0.80, 0.81, 0.82))
+    write_sweep(tmp_path, "torch", shifted, drift=(0.80, 0.81, 0.82), epoch_s=(2.0, 2.2, 2.4))
     rows = [
         line
         for line in build_report(tmp_path).splitlines()
         if line.startswith(("| conv", "| unfold", "| torch"))
     ]
-    assert rows[0].endswith("| drift conv2 | max Δ vs torch |")
-    assert rows[1].startswith("| unfold |") and rows[1].endswith("| 0.30 (9) |")
-    assert rows[2].startswith("| torch |") and rows[2].endswith("| – |")
+    assert rows[0].endswith("| drift conv2 | max Δ vs torch | s/epoch | × torch |")
+    # Epoch times: unfold 3.3 s against torch's 2.2 s on average, 1.5 times.
+    assert rows[1].startswith("| unfold |") and rows[1].endswith("| 0.30 (9) | 3.30 ± 0.30 (3) | 1.50× |")
+    assert rows[2].startswith("| torch |") and rows[2].endswith("| – | 2.20 ± 0.20 (3) | 1.00× |")

@@ -5,8 +5,8 @@ outputs/multirun), groups the runs by conv implementation and dataset, and
 writes into SWEEP_DIR:
 
 - `report.md`: per group the test accuracy of every probe (mean ± std over
-  seeds, n), the re-drawn-conv accuracy and conv weight drift of the fully
-  trained runs, a verdict line (rules in `convlab.verdict`) and the statistics
+  seeds, n), the re-drawn-conv accuracy, conv weight drift and epoch time of
+  the fully trained runs, a verdict line (rules in `convlab.verdict`) and the statistics
   used;
 - `report.png`: accuracy per implementation and probe, mean ± std over seeds,
   one dot per seed, chance as a dashed line.
@@ -45,6 +45,7 @@ class Group:
     accuracies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     redrawn: list[float] = field(default_factory=list)  # probe=none runs only
     drift: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # probe=none only
+    epoch_s: list[float] = field(default_factory=list)  # probe=none runs that trained in their process
     schedules: set[tuple[int | None, int | None]] = field(default_factory=set)  # (train images, epochs)
     frozen_changed: int = 0  # runs whose frozen parameters were not bit-identical at the end
     # (probe, seed, train images, epochs) -> test accuracy: pairs runs with the reference conv's
@@ -90,6 +91,8 @@ def group_results(results: Sequence[dict]) -> list[Group]:
                 group.redrawn.append(float(metrics["redrawn_conv_test_acc"]))
             for layer, value in (metrics.get("conv_drift") or {}).items():
                 group.drift[layer].append(float(value))
+            if metrics.get("epoch_time_s") is not None:
+                group.epoch_s.append(float(metrics["epoch_time_s"]))
     conv_rank = {name: i for i, name in enumerate(CONV_LAYERS)}
     data_rank = {name: i for i, name in enumerate(DATA_ORDER)}
     return sorted(
@@ -125,6 +128,14 @@ def gap_to_reference(group: Group, groups: Sequence[Group]) -> str:
     return f"{gap * 100:.2f} ({len(paired)})"
 
 
+def epoch_ratio(group: Group, groups: Sequence[Group]) -> str:
+    """'1.07×': mean epoch time of the fully trained runs over the reference conv's on the same data."""
+    reference = next((g for g in groups if (g.conv, g.data) == (REFERENCE_CONV, group.data)), None)
+    if reference is None or not reference.epoch_s or not group.epoch_s:
+        return "–"
+    return f"{summarize(group.epoch_s).mean / summarize(reference.epoch_s).mean:.2f}×"
+
+
 def markdown_table(groups: Sequence[Group]) -> str:
     probes = probe_columns(groups)
     layers = sorted({layer for g in groups for layer in g.drift})
@@ -132,6 +143,7 @@ def markdown_table(groups: Sequence[Group]) -> str:
     header = ["conv", "data", "train images × epochs", *probes, "re-drawn conv"]
     header += [f"drift {layer}" for layer in layers]
     header += [f"max Δ vs {REFERENCE_CONV}"] if compare else []
+    header += ["s/epoch", f"× {REFERENCE_CONV}"] if compare else ["s/epoch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
         schedule = " / ".join(f"{images} × {epochs}" for images, epochs in sorted(g.schedules, key=str))
@@ -139,6 +151,8 @@ def markdown_table(groups: Sequence[Group]) -> str:
         row.append(format_cell(g.redrawn))
         row += [format_cell(g.drift.get(layer, []), scale=1.0, digits=3) for layer in layers]
         row += [gap_to_reference(g, groups)] if compare else []
+        row.append(format_cell(g.epoch_s, scale=1.0, digits=2))
+        row += [epoch_ratio(g, groups)] if compare else []
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -151,6 +165,9 @@ def statistics_note() -> str:
             "drift is ||W - W0|| / ||W0|| per conv layer.",
             f"- max Δ vs {REFERENCE_CONV}: the largest test-accuracy difference (pp) to nn.Conv2d over runs "
             "with the same probe, seed and schedule (number of pairs in brackets).",
+            f"- s/epoch: wall time of a training epoch (validation included) of the probe=none runs; "
+            f"× {REFERENCE_CONV}: its mean over nn.Conv2d's on the same data. Only comparable between runs "
+            "that shared the machine alike.",
             f"- *learn* needs all three: (1) every conv layer's mean drift > {DRIFT_MIN:g}; "
             f"(2) none − frozen_conv: the two-sided {CONFIDENCE:.0%} Welch–Satterthwaite t confidence "
             "interval of the difference of means (unequal variances; Welch's p-value shown) lies above 0; "
