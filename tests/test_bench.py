@@ -92,19 +92,28 @@ def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()
 
 
-def test_interleaving_rotates_the_order_and_respects_the_budget():
+def test_interleaving_shuffles_the_order_and_respects_the_budget():
     order = []
 
     def slow() -> None:
         order.append("slow")
         time.sleep(0.02)
 
-    calls = {"fast": lambda: order.append("fast"), "slow": slow}
-    times = interleaved_times(calls, repeats=6, warmup=1, budget_s=0.01, min_repeats=2, sync=lambda: None)
-    assert len(times["fast"]) == 6
+    calls = {name: (lambda name=name: order.append(name)) for name in "abcd"} | {"slow": slow}
+    times = interleaved_times(calls, repeats=40, warmup=1, budget_s=0.01, min_repeats=2, sync=lambda: None)
+    assert all(len(times[name]) == 40 for name in "abcd")
     assert len(times["slow"]) == 2  # the budget affords none: the minimum
-    timed = order[2:]  # after one warm-up call each
-    assert timed[:2] == ["fast", "slow"] and timed[2:4] == ["slow", "fast"]
+    timed = order[len(calls) :]  # after one warm-up call each
+    rounds = [timed[i : i + 4] for i in range(10, len(timed), 4)]  # the rounds without `slow`
+    assert all(sorted(r) == list("abcd") for r in rounds)  # every contender once per round
+    # Shuffled, not rotated: each contender follows each other one in some round.
+    followers = {(r[i], r[i + 1]) for r in rounds for i in range(3)}
+    assert followers == {(x, y) for x in "abcd" for y in "abcd" if x != y}
+    # Seeded: a second run calls them in the same order.
+    first = list(order)
+    order.clear()
+    interleaved_times(calls, repeats=40, warmup=1, budget_s=0.01, min_repeats=2, sync=lambda: None)
+    assert order == first
 
 
 def test_ratios_are_paired_round_by_round():

@@ -3,8 +3,11 @@
 The machine a benchmark runs on is shared and noisy: a neighbour's job can slow
 every call for a second, then stop. Two rules keep the comparison fair anyway:
 
-- interleave: each round calls every contender once, in an order that rotates
-  from round to round, so a noisy second hits all of them alike;
+- interleave: each round calls every contender once, in an order shuffled
+  anew each round (seeded), so a noisy second hits all of them alike, and no
+  contender always follows the same one: a Python-loop layer leaves the caches
+  cold and the OpenMP threads asleep for whoever runs next (a fixed rotation
+  made `nn.Conv2d` always follow one neighbour, `fast` another);
 - pair: a contender's ratio to the baseline is the median over rounds of
   (its time / the baseline's time in the same round), not a ratio of two
   medians taken at different moments.
@@ -20,6 +23,7 @@ everything the call itself costs, page faults included.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -79,6 +83,7 @@ def interleaved_times(
     prepare: Callable[[str], None] = lambda name: None,
     on_round: Callable[[int, int], None] = lambda done, total: None,
     clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """Times of every call, measured in interleaved rounds.
 
@@ -101,10 +106,10 @@ def interleaved_times(
         planned[name] = max(min_repeats, min(repeats, affordable))
     rounds = max(planned.values())
     times: dict[str, list[float]] = {name: [] for name in calls}
-    names = list(calls)
+    order, shuffler = list(calls), random.Random(seed)
     for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        shuffler.shuffle(order)
+        for name in order:
             if round_index < planned[name]:
                 prepare(name)
                 times[name].append(time_call(calls[name], sync, clock))
