@@ -28,12 +28,17 @@ def assert_close(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> No
 
 
 @pytest.mark.parametrize("short_row", [0, 1000], ids=["one-step im2col", "two-step im2col"])
+@pytest.mark.parametrize("short_k", [0, 1000], ids=["one matrix", "per image"])
 @pytest.mark.parametrize("chunk_bytes", [fast.CHUNK_BYTES, 1], ids=["one chunk", "one image per chunk"])
-def test_layer_used_twice_before_backward(monkeypatch, chunk_bytes: int, short_row: int) -> None:
+def test_layer_used_twice_before_backward(
+    monkeypatch, chunk_bytes: int, short_k: int, short_row: int
+) -> None:
     """The second forward overwrites the columns the first one left for its backward: it must notice.
 
-    Every path: both gathers (SHORT_ROW), the batch in one chunk and in chunks of one image."""
+    Every path: both ways to multiply (SHORT_K), both gathers (SHORT_ROW), the batch in one chunk
+    and in chunks of one image."""
     monkeypatch.setattr(fast, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(fast, "SHORT_K", short_k)
     monkeypatch.setattr(fast, "SHORT_ROW", short_row)
     layer = fast.FastConv2d(3, 3, 3, stride=(1, 2), padding=1, dilation=(2, 1), dtype=torch.float64)
     x = torch.randn(3, 3, 7, 8, dtype=torch.float64, requires_grad=True)
@@ -75,8 +80,10 @@ def test_threads_have_their_own_scratch_memory() -> None:
             torch.testing.assert_close(out, expected[index], rtol=1e-12, atol=1e-12)
 
 
-def test_strided_input_and_output_gradient() -> None:
+@pytest.mark.parametrize("short_k", [0, 1000], ids=["one matrix", "per image"])
+def test_strided_input_and_output_gradient(monkeypatch, short_k: int) -> None:
     """A channels-last input and an output gradient with permuted strides, as other layers may hand them."""
+    monkeypatch.setattr(fast, "SHORT_K", short_k)
     layer = fast.FastConv2d(3, 4, 3, padding=1, dtype=torch.float64)
     x = torch.randn(2, 3, 6, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()

@@ -5,15 +5,16 @@ dW = dout @ cols^T, db = sum(dout), dx = col2im(W^T @ dout)); what decides the
 speed is everything around it. Each point was measured with `python -m convlab.bench`
 (README, "Speed"):
 
-1. One big product per group, not one per image: the columns of a chunk of
-   images form one matrix (K, images * pixels), K = C_in/G * kH * kW, and each
-   product is a single 2-D GEMM on oneDNN, the library `nn.Conv2d` itself calls
-   on a CPU (`torch.matmul` calls MKL, whose float32 GEMM takes a path half as
-   fast on AMD CPUs: the comparison would be between two BLAS libraries, not two
-   convolutions). The price is two layout copies, of the output and of its
-   gradient, between NCHW and (C_out, images * pixels). Batched per-image
-   products (images, K, pixels), which write NCHW directly, were measured too:
-   slower at every bench shape, by 5-15% even at conv1's short K = 25.
+1. Two ways to multiply, chosen by K = C_in/G * kH * kW, the length of each dot
+   product. Long ones (conv2: 250) are arithmetic-bound: the columns of a chunk
+   of images form one matrix (K, images * pixels) and each product is a single
+   2-D GEMM on oneDNN, the library `nn.Conv2d` itself calls on a CPU
+   (`torch.matmul` calls MKL, whose float32 GEMM takes a path half as fast on
+   AMD CPUs: the comparison would be between two BLAS libraries, not two
+   convolutions). Short ones (conv1: 25) are memory-bound: there the columns
+   stay image by image (images, K, pixels) and one batched product writes the
+   output straight in NCHW order, saving the two layout copies the single
+   matrix needs (output and output gradient).
 2. im2col is one strided copy, in runs of W_out numbers. Where output rows
    are short (conv2: 8) it is two: shift the columns (all kW shifts at once),
    then the rows (all kH shifts), each in long runs. col2im, the way back, is
@@ -51,6 +52,8 @@ from convlab.conv.base import Conv2dBase, output_size
 # Columns per chunk, tuned on a CPU with 2 MiB of L2 cache per core: each reference layer's batch of 64
 # is one chunk; a 64-channel 3x3 layer on 32x32 images goes one image (2.4 MB of columns) at a time.
 CHUNK_BYTES = 4 << 20
+# Dot products of at most this length use batched per-image products instead of one 2-D GEMM.
+SHORT_K = 32
 # Output rows shorter than this are gathered in two steps (im2col); longer ones in one copy.
 SHORT_ROW = 16
 # oneDNN's inner product, X @ W^T: X (M, K) contiguous, W (N, K) any strided view. None without oneDNN.
@@ -106,6 +109,7 @@ class _Geometry:
         self.w_out = output_size(x.shape[3], self.kw, self.sw, self.dw)
         self.pixels = self.h_out * self.w_out
         self.k = self.channels // self.groups * self.kh * self.kw  # length of each dot product
+        self.per_image = self.k <= SHORT_K
 
     def rows(self, i: int) -> slice:
         """Input rows that kernel row i sees, one per output row."""
@@ -122,10 +126,15 @@ class _Geometry:
         return [slice(start, min(batch, start + step)) for start in range(0, batch, step)]
 
     def layouts(self, columns: Tensor, images: int) -> tuple[Tensor, Tensor]:
-        """Two views of a chunk's columns, flat in `columns`: the matrix the products take,
-        (G, K, images * pixels), and the (C, kH, kW, images, H_out, W_out) view im2col writes
-        and col2im reads."""
+        """Two views of a chunk's columns, flat in `columns`: the matrix the products take, and the
+        (C, kH, kW, images, H_out, W_out) view im2col writes and col2im reads.
+
+        per image: (images, G, K, pixels); else one matrix: (G, K, images * pixels).
+        """
         c, kh, kw, ho, wo = self.channels, self.kh, self.kw, self.h_out, self.w_out
+        if self.per_image:
+            taps = columns.view(images, c, kh, kw, ho, wo).permute(1, 2, 3, 0, 4, 5)
+            return columns.view(images, self.groups, self.k, self.pixels), taps
         return columns.view(self.groups, self.k, images * self.pixels), columns.view(
             c, kh, kw, images, ho, wo
         )
@@ -182,12 +191,17 @@ class _FastConvFunction(torch.autograd.Function):
             columns = reuse(_SCRATCH.columns, layer, (g.groups * g.k * images * g.pixels,), x)
             cols, taps = g.layouts(columns, images)
             im2col(x[part], g, taps)
-            # (G, C_out/G, images * pixels) -> (images, G, C_out/G, pixels), NCHW order, + bias.
-            y = matmul(filters, cols).unflatten(2, (images, g.pixels)).permute(2, 0, 1, 3)
-            if bias is None:
-                out[part] = y
+            if g.per_image:
+                torch.matmul(filters, cols, out=out[part])
+                if bias is not None:
+                    out[part] += bias.view(1, g.groups, -1, 1)
             else:
-                torch.add(y, bias.view(1, g.groups, -1, 1), out=out[part])
+                # (G, C_out/G, images * pixels) -> (images, G, C_out/G, pixels), NCHW order, + bias.
+                y = matmul(filters, cols).unflatten(2, (images, g.pixels)).permute(2, 0, 1, 3)
+                if bias is None:
+                    out[part] = y
+                else:
+                    torch.add(y, bias.view(1, g.groups, -1, 1), out=out[part])
         ctx.save_for_backward(x, weight)
         ctx.geometry, ctx.layer, ctx.has_bias = g, layer, bias is not None
         # One chunk leaves all the columns in the layer's buffer: the backward uses them unless
@@ -210,18 +224,21 @@ class _FastConvFunction(torch.autograd.Function):
         grad_w = torch.zeros_like(filters) if need_w else None  # (G, C_out/G, K)
         for part in g.chunks(x.shape[0]):
             images = part.stop - part.start
-            # As a matrix (G, C_out/G, images * pixels), its columns ordered as im2col's.
-            shape = (g.groups, c_out // g.groups, images, g.h_out, g.w_out)
-            dout = reuse(_SCRATCH.shared, "dout", shape, x)
-            dout.copy_(grad_out[part].unflatten(1, shape[:2]).permute(1, 2, 0, 3, 4))
-            dout = dout.flatten(2)
+            if g.per_image:
+                dout = grad_out[part].reshape(images, g.groups, c_out // g.groups, g.pixels)
+            else:  # as a matrix (G, C_out/G, images * pixels), its columns ordered as im2col's
+                shape = (g.groups, c_out // g.groups, images, g.h_out, g.w_out)
+                dout = reuse(_SCRATCH.shared, "dout", shape, x)
+                dout.copy_(grad_out[part].unflatten(1, shape[:2]).permute(1, 2, 0, 3, 4))
+                dout = dout.flatten(2)
             if need_w:
                 cols = ctx.cols
                 if cols is None or cols._version != ctx.cols_version:
                     columns = reuse(_SCRATCH.columns, ctx.layer, (g.groups * g.k * images * g.pixels,), x)
                     cols, taps = g.layouts(columns, images)
                     im2col(x[part], g, taps)
-                grad_w += matmul(dout, cols.transpose(-1, -2))
+                partial = matmul(dout, cols.transpose(-1, -2))
+                grad_w += partial.sum(0) if g.per_image else partial
             if need_x:
                 dcols = matmul(filters.transpose(1, 2), dout)
                 col2im(g.layouts(dcols, images)[1], g, grad_x[part])
@@ -230,7 +247,7 @@ class _FastConvFunction(torch.autograd.Function):
 
 
 class FastConv2d(Conv2dBase):
-    """im2col + one oneDNN GEMM per group and chunk, backward by hand."""
+    """im2col + GEMM, the product chosen by shape (oneDNN or batched), backward by hand."""
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
