@@ -131,7 +131,12 @@ class LitClassifier(L.LightningModule):
         torch.manual_seed(derived_seed(self.seed, "epoch", self.current_epoch))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, self.train_loss, self.train_acc)
+        loss = self._step(batch, self.train_loss, self.train_acc)
+        # The progress bar's running loss, every log_every_n_steps steps: the epoch's own
+        # train/loss is logged when the epoch ends, and a slow layer's epoch can take hours.
+        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_so_far", self.train_loss.compute(), prog_bar=True, logger=False)
+        return loss
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
