@@ -12,6 +12,7 @@ import pytest
 from harness import REPO, compose_train, fake_data_overrides, real_mirror, write_fake_mnist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from convlab.callbacks import progress_bar
 from convlab.conv import CONV_LAYERS
 from convlab.train import run
 
@@ -127,3 +128,10 @@ def test_unfold_learns_real_mnist_in_one_epoch(tmp_path: Path):
     metrics = results["metrics"]
     assert (metrics["train_images"], metrics["test_images"]) == (55000, 10000)
     assert metrics["test_acc"] > 0.90
+
+
+def test_progress_bar_redraws_less_when_output_is_a_file(monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert progress_bar(refresh_rate=1, redirected_refresh_rate=100).refresh_rate == 1
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert progress_bar(refresh_rate=1, redirected_refresh_rate=100).refresh_rate == 100

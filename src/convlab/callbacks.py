@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.utils import make_grid
 
 from convlab.probes import conv_drift, conv_layers, redrawn_conv_copy
+
+
+def progress_bar(refresh_rate: int = 1, redirected_refresh_rate: int = 100) -> TQDMProgressBar:
+    """Lightning's progress bar, redrawn every `refresh_rate` steps on a terminal.
+
+    When the output goes to a file (a SLURM log, `> run.log`) every redraw is a new line: a 20-epoch
+    `make train` wrote 35,000 of them. There it is redrawn every `redirected_refresh_rate` steps.
+    """
+    return TQDMProgressBar(refresh_rate=refresh_rate if sys.stdout.isatty() else redirected_refresh_rate)
 
 
 class ConvMonitor(L.Callback):
