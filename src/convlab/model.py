@@ -4,7 +4,7 @@
 (github.com/pytorch/examples, mnist/main.py before 2020) with the two conv layers
 taken from the class given, so every implementation trains in the same network
 with nothing else changed. `LitClassifier` trains it with NLL loss and logs loss
-and accuracy through torchmetrics, which stay correct under DDP.
+and accuracy per epoch from running sums added up over DDP processes (`convlab.epoch_sums`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
+from convlab.epoch_sums import EpochSums
 from convlab.probes import apply_probe, snapshot_parameters
 from convlab.seeding import derived_seed
 
@@ -90,10 +89,7 @@ class LitClassifier(L.LightningModule):
         # Weights at initialisation (after the probe), the reference for drift and the frozen check.
         # Saved in checkpoints so that a resumed run still compares against the true start.
         self.initial_params = snapshot_parameters(net)
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.epoch_sums = {stage: EpochSums() for stage in ("train", "val", "test")}
         # A buffer (not a float) so it lands in the checkpoint and survives resume.
         self.register_buffer("best_val_acc", torch.tensor(0.0))
 
@@ -101,58 +97,60 @@ class LitClassifier(L.LightningModule):
         """(N, 1, 28, 28) -> log-probabilities (N, 10)."""
         return self.net(x)
 
-    def _step(
-        self, batch: tuple[Tensor, Tensor], loss_metric: MeanMetric, acc_metric: MulticlassAccuracy
-    ) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         log_probs = self(images)
         loss = F.nll_loss(log_probs, labels)
-        loss_metric.update(loss.detach(), weight=labels.shape[0])
-        acc_metric.update(log_probs.argmax(dim=1), labels)
+        self.epoch_sums[stage].update(log_probs, labels, loss)
         return loss
 
-    def _log_epoch(self, stage: str, prog_bar: bool = True) -> tuple[Tensor, Tensor]:
-        """Logs `stage`/loss and `stage`/acc over the epoch's batches, resets them, returns (loss, acc).
+    def _log_epoch(self, stage: str, prog_bar: bool = True) -> Tensor | None:
+        """Logs `stage`/loss and `stage`/acc over the epoch's batches (all DDP processes), returns the acc.
 
         Once per epoch, never per step: each `self.log` call costs Lightning about half a millisecond
         of bookkeeping, which at the reference network's 5 ms steps made the Lightning loop 1.25-1.4x
-        slower than a plain one (`python -m convlab.bench`, "loop overhead"). compute() already
-        reduces over DDP processes; sync_dist only tells Lightning so (averaging equal values).
+        slower than a plain one (`python -m convlab.bench`, "loop overhead"). The sums are already
+        added over processes; sync_dist only tells Lightning so (averaging equal values).
         """
-        loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss, acc = loss_metric.compute(), acc_metric.compute()
+        means = self.epoch_sums[stage].compute_and_reset(self._sum_over_processes, self.device)
+        if means is None:
+            return None
+        loss, acc = means
         self.log(f"{stage}/loss", loss, prog_bar=prog_bar, sync_dist=True)
         self.log(f"{stage}/acc", acc, prog_bar=prog_bar, sync_dist=True)
-        loss_metric.reset()
-        acc_metric.reset()
-        return loss, acc
+        return acc
+
+    def _sum_over_processes(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     def on_train_epoch_start(self) -> None:
         torch.manual_seed(derived_seed(self.seed, "epoch", self.current_epoch))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, self.train_loss, self.train_acc)
-        # The progress bar's running loss, every log_every_n_steps steps: the epoch's own
-        # train/loss is logged when the epoch ends, and a slow layer's epoch can take hours.
+        loss = self._step(batch, "train")
+        # The progress bar's running loss (this process's), every log_every_n_steps steps: the epoch's
+        # own train/loss is logged when the epoch ends, and a slow layer's epoch can take hours.
         if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
-            self.log("train/loss_so_far", self.train_loss.compute(), prog_bar=True, logger=False)
+            self.log(
+                "train/loss_so_far", self.epoch_sums["train"].running_loss(), prog_bar=True, logger=False
+            )
         return loss
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_loss, self.val_acc)
+        self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        _, acc = self._log_epoch("val")
+        acc = self._log_epoch("val")
         # The two sanity-check batches before training are not a validation score.
-        if not self.trainer.sanity_checking:
+        if acc is not None and not self.trainer.sanity_checking:
             self.best_val_acc.fill_(max(self.best_val_acc.item(), acc.item()))
         self.log("val/acc_best", self.best_val_acc, sync_dist=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.test_loss, self.test_acc)
+        self._step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", prog_bar=False)
