@@ -24,16 +24,19 @@ speed is everything around it. Each point was measured with `python -m convlab.b
    kH * kW copies of the whole batch that `unfold` keeps for its backward.
 4. Memory is reused from call to call: each layer keeps a buffer for its
    columns, and temporaries live in scratch buffers. A fresh multi-megabyte
-   tensor costs page faults (the C allocator hands freed memory back to the
-   OS), at the reference shapes more than the copies that fill it.
+   tensor can cost page faults (the C allocator hands freed memory back to the
+   OS), at the reference shapes more than the copies that fill it; the bench
+   and train.py switch that off for every layer (`convlab.allocator`).
 5. A batch that fits in one chunk leaves its columns in the buffer for the
    backward; a larger one has them recomputed chunk by chunk from x (only x
    and W are saved, as in `nn.Conv2d`). dx is computed only when x needs a
    gradient: in the reference network's first layer it never does.
 
 Cost: the arithmetic of `nn.Conv2d`'s im2col path plus two copies of the input
-per pass; close to `nn.Conv2d`, faster on some shapes and slower on others (see
-the bench). Not for concurrent use of one layer by several threads' autograd.
+per pass: 1.2-1.3 times `nn.Conv2d` at the reference shapes and on the larger
+dense layers, 2.5 times on a depthwise one (README, "Speed"), where oneDNN's
+direct kernels skip the column matrix that is most of the work here.
+Not for concurrent use of one layer by several threads' autograd.
 """
 
 from __future__ import annotations
