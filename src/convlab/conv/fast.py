@@ -33,9 +33,9 @@ speed is everything around it. Each point was measured with `python -m convlab.b
    gradient: in the reference network's first layer it never does.
 
 Cost: the arithmetic of `nn.Conv2d`'s im2col path plus two copies of the input
-per pass: 1.2-1.3 times `nn.Conv2d` at the reference shapes and on the larger
-dense layers, 2.5 times on a depthwise one (README, "Speed"), where oneDNN's
-direct kernels skip the column matrix that is most of the work here.
+per pass: 1.2-1.3 times `nn.Conv2d` at the reference shapes and the strided
+bench layer, 1.5 times on the wide one, 2.5 times on the depthwise one (README,
+"Speed"): oneDNN's direct kernels never build the column matrix.
 Not for concurrent use of one layer by several threads' autograd.
 """
 
