@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from harness import REPO, compose_train, fake_data_overrides, real_mirror, write_fake_mnist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -78,6 +79,9 @@ def test_results_json_and_tensorboard(fake_data: list[str], tmp_path: Path):
     assert {"conv_drift/conv1", "conv_drift/conv2", "final/redrawn_conv_test_acc"} <= scalars
     assert [image.step for image in events.Images("filters/conv1")] == [0, 1]
     assert events.PluginTagToContent("hparams")  # the HParams tab's session summaries
+    for hparams_file in (tmp_path / "hparams.yaml", tmp_path / "csv" / "hparams.yaml"):
+        saved = yaml.safe_load(hparams_file.read_text())
+        assert (saved["conv"], saved["probe"], saved["seed"]) == ("torch", "frozen_conv", 3), hparams_file
 
 
 def test_grad_norms_are_logged_for_trained_convs(fake_data: list[str], tmp_path: Path):

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -96,6 +97,8 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
         if isinstance(logger, TensorBoardLogger):
             # The HParams tab pairs settings with metrics written by this same call.
             logger.log_hyperparams(hparams, metrics=final, step=trainer.global_step)
+            # The logger wrote its hparams.yaml when fit ended, still empty, and never rewrites it.
+            save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, logger.hparams)
         else:
             logger.log_hyperparams(hparams)
             logger.log_metrics(final, step=trainer.global_step)
