@@ -7,7 +7,8 @@ test images on 2 processes become 10,002, one of them counted twice. Training do
 (gradients must stay in lockstep); a test score does. `eval_sampler` gives the validation and
 test loaders Lightning's `UnrepeatedDistributedSampler` instead: every image exactly once,
 shards off by at most one image. Nothing in an evaluation step talks across processes, so
-uneven shards are safe; the torchmetrics metrics sum their counts over processes at the end.
+uneven shards are safe; the metrics' sums and counts are added over processes at the end
+(`convlab.epoch_sums`, and torchmetrics for the re-drawn-conv accuracy).
 
 The multirun trap. Plain `strategy=ddp` starts the extra processes by running the script
 again with the same command line (`python train.py <your arguments>`). Inside a Hydra multirun
