@@ -27,7 +27,7 @@ def machine_line(machine: dict) -> str:
     device = machine.get("gpu", machine["cpu"])
     gemm = ", ".join(f"{name} {gflops:.0f}" for name, gflops in machine.get("gemm_gflops", {}).items())
     kept = machine.get("freed_memory_kept")
-    allocator = {True: " Freed memory kept in the process (no page-fault luck).", False: ""}.get(kept, "")
+    allocator = " Freed memory kept in the process (no page-fault luck)." if kept else ""
     return (
         f"Machine: {device} ({machine['device']}), torch {machine['torch']}, "
         f"{machine['threads']} threads, {machine['date']}."

@@ -116,9 +116,14 @@ def probe_columns(groups: Sequence[Group]) -> list[str]:
     return [*REQUIRED_PROBES, *extra]
 
 
+def reference_group(group: Group, groups: Sequence[Group]) -> Group | None:
+    """The nn.Conv2d group on the same data as `group`, the one every comparison column is against."""
+    return next((g for g in groups if (g.conv, g.data) == (REFERENCE_CONV, group.data)), None)
+
+
 def gap_to_reference(group: Group, groups: Sequence[Group]) -> str:
     """'0.05 (9)': largest |test acc - torch's| in pp over runs with the same probe, seed and schedule."""
-    reference = next((g for g in groups if (g.conv, g.data) == (REFERENCE_CONV, group.data)), None)
+    reference = reference_group(group, groups)
     if reference is None or reference is group:
         return "–"
     paired = group.by_run.keys() & reference.by_run.keys()
@@ -130,7 +135,7 @@ def gap_to_reference(group: Group, groups: Sequence[Group]) -> str:
 
 def epoch_ratio(group: Group, groups: Sequence[Group]) -> str:
     """'1.07×': mean epoch time of the fully trained runs over the reference conv's on the same data."""
-    reference = next((g for g in groups if (g.conv, g.data) == (REFERENCE_CONV, group.data)), None)
+    reference = reference_group(group, groups)
     if reference is None or not reference.epoch_s or not group.epoch_s:
         return "–"
     return f"{summarize(group.epoch_s).mean / summarize(reference.epoch_s).mean:.2f}×"
