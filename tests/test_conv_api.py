@@ -167,7 +167,7 @@ def test_unbatched_input_gives_unbatched_output(conv_cls: type[nn.Module]) -> No
 
 
 def test_registry_names_and_lookup() -> None:
-    assert list(CONV_LAYERS) == ["vanilla", "unfold", "manual", "fast", "numpy", "torch"]
+    assert list(CONV_LAYERS) == ["vanilla", "unfold", "manual", "fast", "native", "numpy", "torch"]
     assert get_conv("torch") is nn.Conv2d
     with pytest.raises(KeyError, match="registered"):
         get_conv("fft")

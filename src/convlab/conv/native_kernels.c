@@ -1,0 +1,291 @@
+/* Kernels of `native` (convlab/conv/native.py): convolution as small matrix products on
+ * columns built per image while they sit in the cache, in plain C.
+ *
+ * Compiled at first use by convlab/conv/native_build.py, once per element type:
+ *     cc -O3 -march=native -fopenmp -shared -fPIC -DREAL=float  native_kernels.c
+ * Every tensor is contiguous, NCHW, and already padded (the convolution is "valid"):
+ *     x     (N, C_in, H, W)            weight (C_out, C_in/G, kH, kW)
+ *     out   (N, C_out, H_out, W_out)   K = C_in/G * kH * kW, P = H_out * W_out
+ *
+ * Why it is fast:
+ * 1. Columns never leave the cache. An image's columns (K x P numbers: 57 KB at the
+ *    reference network's conv1, 64 KB at conv2) are built, multiplied and dropped
+ *    before the next image, by the thread that owns that image. im2col + GEMM in
+ *    PyTorch writes kH*kW copies of the whole batch to memory and reads them back.
+ * 2. One register-blocked product, `gemm`, does all the arithmetic: C += A @ B with
+ *    a tile of up to MR rows x NV vectors of C held in registers while the loop over
+ *    R streams one row of B and one number per row of A. Forward, weight gradient and
+ *    input gradient are the same product with different operands:
+ *        forward  out_g  (M, P)  = W_g   (M, K) @ cols   (K, P)
+ *        dW       dW_g   (M, K) += dout_g (M, P) @ colsT (P, K)
+ *        dx       dcols  (K, P)  = W_g^T (K, M) @ dout_g (M, P), then col2im into dx
+ *    with M = C_out/G. Rows of B and C are padded to whole vectors (zeros in B) so
+ *    the tile never needs a scalar tail.
+ * 3. Images are shared out among the threads of PyTorch's own OpenMP pool (this
+ *    library links the libgomp that torch has loaded); the weight gradient is summed
+ *    per thread and the partial sums added once at the end.
+ */
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
+
+#ifndef REAL
+#define REAL float
+#endif
+
+#ifndef VECTOR_BYTES
+#define VECTOR_BYTES 64 /* one AVX-512 register; native_build.py passes 32 where the CPU has none */
+#endif
+#define VL ((long)(VECTOR_BYTES / sizeof(REAL)))
+#define MR 6 /* rows of C per tile */
+#define NV 4 /* vectors of C per tile row: MR * NV accumulators + NV operands fit 32 registers */
+#define LONG_ROW (8 * VL) /* dW by dot products from rows this long */
+#define MR_T 4 /* gemm_t: rows of A per tile */
+#define NR_T 4 /* gemm_t: rows of B per tile */
+
+typedef REAL vec __attribute__((vector_size(VECTOR_BYTES)));
+
+static inline vec load(const REAL *p) {
+    vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store(REAL *p, vec v) { memcpy(p, &v, sizeof v); }
+
+static inline long round_up(long n, long multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+/* C (mr, nv * VL) (+)= A (mr, R) @ B (R, nv * VL); constant mr and nv unroll into registers. */
+static inline __attribute__((always_inline)) void tile(int mr, int nv, long r_len, const REAL *a, long lda,
+                                                       const REAL *b, long ldb, REAL *c, long ldc,
+                                                       int accumulate) {
+    vec acc[MR][NV];
+    for (int m = 0; m < mr; m++)
+        for (int v = 0; v < nv; v++) acc[m][v] = accumulate ? load(c + m * ldc + v * VL) : (vec){0};
+    for (long r = 0; r < r_len; r++) {
+        vec bv[NV];
+        for (int v = 0; v < nv; v++) bv[v] = load(b + r * ldb + v * VL);
+        for (int m = 0; m < mr; m++) {
+            vec am = (vec){0} + a[m * lda + r];
+            for (int v = 0; v < nv; v++) acc[m][v] += am * bv[v];
+        }
+    }
+    for (int m = 0; m < mr; m++)
+        for (int v = 0; v < nv; v++) store(c + m * ldc + v * VL, acc[m][v]);
+}
+
+#define TILE(mr, nv)                                                    \
+    case (mr) * 8 + (nv):                                               \
+        tile(mr, nv, r_len, a, lda, b, ldb, c, ldc, accumulate);        \
+        break;
+#define TILE_ROW(mr) TILE(mr, 1) TILE(mr, 2) TILE(mr, 3) TILE(mr, 4)
+
+/* C (M, N) (+)= A (M, R) @ B (R, N), row-major with leading dimensions lda, ldb, ldc;
+ * N a multiple of VL. */
+static void gemm(long m_len, long n_len, long r_len, const REAL *a_start, long lda, const REAL *b_start,
+                 long ldb, REAL *c_start, long ldc, int accumulate) {
+    for (long m0 = 0; m0 < m_len; m0 += MR) {
+        int mr = m_len - m0 < MR ? (int)(m_len - m0) : MR;
+        for (long n0 = 0; n0 < n_len; n0 += NV * VL) {
+            int nv = (n_len - n0) / VL < NV ? (int)((n_len - n0) / VL) : NV;
+            const REAL *a = a_start + m0 * lda, *b = b_start + n0;
+            REAL *c = c_start + m0 * ldc + n0;
+            switch (mr * 8 + nv) {
+                TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
+            }
+        }
+    }
+}
+
+/* C (mr, nr) += A (mr, R) @ B (nr, R)^T, R a multiple of VL: each entry is a dot product of two rows,
+ * summed lane by lane in a register and across the lanes once at the end. */
+static inline __attribute__((always_inline)) void tile_t(int mr, int nr, long r_len, const REAL *a, long lda,
+                                                         const REAL *b, long ldb, REAL *c, long ldc) {
+    vec acc[MR_T][NR_T];
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) acc[m][n] = (vec){0};
+    for (long r = 0; r < r_len; r += VL) {
+        vec av[MR_T], bv[NR_T];
+        for (int m = 0; m < mr; m++) av[m] = load(a + m * lda + r);
+        for (int n = 0; n < nr; n++) bv[n] = load(b + n * ldb + r);
+        for (int m = 0; m < mr; m++)
+            for (int n = 0; n < nr; n++) acc[m][n] += av[m] * bv[n];
+    }
+    for (int m = 0; m < mr; m++)
+        for (int n = 0; n < nr; n++) {
+            REAL sum = 0;
+            for (int l = 0; l < VL; l++) sum += acc[m][n][l];
+            c[m * ldc + n] += sum;
+        }
+}
+
+#define TILE_T(mr, nr)                                  \
+    case (mr) * 8 + (nr):                               \
+        tile_t(mr, nr, r_len, a, lda, b, ldb, c, ldc);  \
+        break;
+#define TILE_T_ROW(mr) TILE_T(mr, 1) TILE_T(mr, 2) TILE_T(mr, 3) TILE_T(mr, 4)
+
+/* C (M, N) += A (M, R) @ B (N, R)^T, row-major; R a multiple of VL. */
+static void gemm_t(long m_len, long n_len, long r_len, const REAL *a_start, long lda, const REAL *b_start,
+                   long ldb, REAL *c_start, long ldc) {
+    for (long m0 = 0; m0 < m_len; m0 += MR_T) {
+        int mr = m_len - m0 < MR_T ? (int)(m_len - m0) : MR_T;
+        for (long n0 = 0; n0 < n_len; n0 += NR_T) {
+            int nr = n_len - n0 < NR_T ? (int)(n_len - n0) : NR_T;
+            const REAL *a = a_start + m0 * lda, *b = b_start + n0 * ldb;
+            REAL *c = c_start + m0 * ldc + n0;
+            switch (mr * 8 + nr) {
+                TILE_T_ROW(1) TILE_T_ROW(2) TILE_T_ROW(3) TILE_T_ROW(4)
+            }
+        }
+    }
+}
+
+typedef struct {
+    long n, c_in, h, w, c_out, kh, kw, sh, sw, dh, dw, groups, h_out, w_out;
+} Shape;
+
+static long kernel_len(const Shape *s) { return s->c_in / s->groups * s->kh * s->kw; }
+
+/* cols (K, ld) of one group of one image, x_g (C_in/G, H, W): cols[(c,i,j), (y,x)] = x_g[c, y*sH+i*dH, x*sW+j*dW].
+ * Columns P..ld stay as they are (zero from the caller). */
+static void im2col(const Shape *s, const REAL *x_g, REAL *cols, long ld) {
+    long k = 0;
+    for (long c = 0; c < s->c_in / s->groups; c++)
+        for (long i = 0; i < s->kh; i++)
+            for (long j = 0; j < s->kw; j++, k++)
+                for (long y = 0; y < s->h_out; y++) {
+                    const REAL *row = x_g + (c * s->h + y * s->sh + i * s->dh) * s->w + j * s->dw;
+                    REAL *to = cols + k * ld + y * s->w_out;
+                    if (s->sw == 1)
+                        for (long x = 0; x < s->w_out; x++) to[x] = row[x];
+                    else
+                        for (long x = 0; x < s->w_out; x++) to[x] = row[x * s->sw];
+                }
+}
+
+/* The transpose of im2col's columns: colsT (P, ld), colsT[(y,x), (c,i,j)]. Columns K..ld stay zero. */
+static void im2col_transposed(const Shape *s, const REAL *x_g, REAL *cols_t, long ld) {
+    for (long y = 0; y < s->h_out; y++)
+        for (long x = 0; x < s->w_out; x++) {
+            REAL *to = cols_t + (y * s->w_out + x) * ld;
+            for (long c = 0; c < s->c_in / s->groups; c++)
+                for (long i = 0; i < s->kh; i++) {
+                    const REAL *row = x_g + (c * s->h + y * s->sh + i * s->dh) * s->w + x * s->sw;
+                    for (long j = 0; j < s->kw; j++) *to++ = row[j * s->dw];
+                }
+        }
+}
+
+/* Adds columns (K, ld) back into the input pixels they were read from: dx_g (C_in/G, H, W). */
+static void col2im(const Shape *s, const REAL *cols, long ld, REAL *dx_g) {
+    long k = 0;
+    for (long c = 0; c < s->c_in / s->groups; c++)
+        for (long i = 0; i < s->kh; i++)
+            for (long j = 0; j < s->kw; j++, k++)
+                for (long y = 0; y < s->h_out; y++) {
+                    REAL *row = dx_g + (c * s->h + y * s->sh + i * s->dh) * s->w + j * s->dw;
+                    const REAL *from = cols + k * ld + y * s->w_out;
+                    for (long x = 0; x < s->w_out; x++) row[x * s->sw] += from[x];
+                }
+}
+
+/* Numbers of workspace each thread needs. */
+static long per_thread(const Shape *s) {
+    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
+    long columns = round_up(k, VL) * round_up(p, VL); /* cols, colsT or dcols */
+    long products = m * round_up(p, VL);               /* one group's output, or its dout padded */
+    long weight_grad = s->c_out * round_up(k, VL);    /* this thread's partial dW */
+    return columns + products + weight_grad;
+}
+
+/* Threads the kernels will use when asked for `requested`: 1 when compiled without OpenMP. */
+int native_threads(int requested) {
+#ifdef _OPENMP
+    return requested;
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+/* Numbers of workspace native_forward and native_backward need with this many threads. */
+long native_workspace(const Shape *s, int threads) {
+    return threads * per_thread(s) + s->c_out * kernel_len(s); /* + W^T for dx */
+}
+
+/* out = conv(x, weight) + bias; bias may be NULL. workspace: native_workspace(s, threads) numbers. */
+void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REAL *bias, REAL *out,
+                    REAL *workspace, int threads) {
+    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
+    long ldp = round_up(p, VL);
+#pragma omp parallel num_threads(threads)
+    {
+        REAL *cols = workspace + omp_get_thread_num() * per_thread(s);
+        REAL *product = cols + round_up(k, VL) * ldp;
+        memset(cols, 0, k * ldp * sizeof(REAL));
+#pragma omp for schedule(static)
+        for (long n = 0; n < s->n; n++)
+            for (long g = 0; g < s->groups; g++) {
+                im2col(s, x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w, cols, ldp);
+                gemm(m, ldp, k, weight + g * m * k, k, cols, ldp, product, ldp, 0);
+                for (long o = 0; o < m; o++) {
+                    REAL *to = out + (n * s->c_out + g * m + o) * p;
+                    REAL b = bias ? bias[g * m + o] : 0;
+                    for (long q = 0; q < p; q++) to[q] = product[o * ldp + q] + b;
+                }
+            }
+    }
+}
+
+/* grad_x (may be NULL, else zeroed by the caller) and grad_w (may be NULL) from grad_out. */
+void native_backward(const Shape *s, const REAL *x, const REAL *weight, const REAL *grad_out, REAL *grad_x,
+                     REAL *grad_w, REAL *workspace, int threads) {
+    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
+    long ldp = round_up(p, VL), ldk = round_up(k, VL), area = per_thread(s);
+    /* dW: long rows of P are summed as dot products (gemm_t); short ones would spend more time adding
+     * lanes than multiplying, so their columns are transposed and go through gemm instead. */
+    int long_rows = ldp >= LONG_ROW;
+    /* W_g^T (K, M) per group, for dx: after the per-thread areas. */
+    REAL *weight_t = workspace + threads * area;
+    if (grad_x)
+        for (long g = 0; g < s->groups; g++)
+            for (long o = 0; o < m; o++)
+                for (long q = 0; q < k; q++) weight_t[(g * k + q) * m + o] = weight[(g * m + o) * k + q];
+#pragma omp parallel num_threads(threads)
+    {
+        REAL *cols = workspace + omp_get_thread_num() * area;
+        REAL *dout = cols + ldk * ldp;
+        REAL *dw = dout + m * ldp;
+        memset(cols, 0, area * sizeof(REAL));
+#pragma omp for schedule(static)
+        for (long n = 0; n < s->n; n++)
+            for (long g = 0; g < s->groups; g++) {
+                const REAL *dout_g = grad_out + (n * s->c_out + g * m) * p;
+                const REAL *x_g = x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w;
+                for (long o = 0; o < m; o++) memcpy(dout + o * ldp, dout_g + o * p, p * sizeof(REAL));
+                if (grad_w && long_rows) {
+                    im2col(s, x_g, cols, ldp);
+                    gemm_t(m, k, ldp, dout, ldp, cols, ldp, dw + g * m * ldk, ldk);
+                } else if (grad_w) {
+                    im2col_transposed(s, x_g, cols, ldk);
+                    gemm(m, ldk, p, dout_g, p, cols, ldk, dw + g * m * ldk, ldk, 1);
+                }
+                if (grad_x) {
+                    gemm(k, ldp, m, weight_t + g * k * m, m, dout, ldp, cols, ldp, 0);
+                    col2im(s, cols, ldp, grad_x + (x_g - x));
+                }
+            }
+    }
+    if (grad_w) {
+        memset(grad_w, 0, s->c_out * k * sizeof(REAL));
+        for (int t = 0; t < threads; t++) {
+            const REAL *dw = workspace + t * area + ldk * ldp + m * ldp;
+            for (long o = 0; o < s->c_out; o++)
+                for (long q = 0; q < k; q++) grad_w[o * k + q] += dw[o * ldk + q];
+        }
+    }
+}
