@@ -61,14 +61,17 @@ class _NativeConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: NativeConv2d) -> Tensor:
-        """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/G, kH, kW), bias (C_out,) -> (N, C_out, H_out, W_out)."""
+        """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/G, kH, kW), bias (C_out,) or None
+        -> (N, C_out, H_out, W_out)."""
         x, weight = x.contiguous(), weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         lib, shape = library(x.dtype), kernel_shape(layer, x, weight.shape[0])
         threads = lib.native_threads(torch.get_num_threads())
         out = x.new_empty(shape.n, shape.c_out, shape.h_out, shape.w_out)
         scratch = workspace(lib, shape, threads, x)
-        lib.native_forward(shape, pointer(x), pointer(weight), pointer(bias), pointer(out), pointer(scratch), threads)
+        lib.native_forward(
+            shape, pointer(x), pointer(weight), pointer(bias), pointer(out), pointer(scratch), threads
+        )
         ctx.save_for_backward(x, weight)
         ctx.shape, ctx.has_bias = shape, bias is not None
         return out

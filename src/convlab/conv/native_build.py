@@ -39,7 +39,8 @@ class Shape(ctypes.Structure):
 
     _fields_ = [
         (name, ctypes.c_long)
-        for name in ("n", "c_in", "h", "w", "c_out", "kh", "kw", "sh", "sw", "dh", "dw", "groups", "h_out", "w_out")
+        for name in ("n", "c_in", "h", "w", "c_out", "kh", "kw")
+        + ("sh", "sw", "dh", "dw", "groups", "h_out", "w_out")
     ]
 
 
@@ -79,7 +80,9 @@ def vector_bytes(cpu: str) -> int:
 
 
 def compile_flags(c_type: str, cpu: str, openmp: bool) -> list[str]:
-    return [*FLAGS, f"-DREAL={c_type}", f"-DVECTOR_BYTES={vector_bytes(cpu)}", *(["-fopenmp"] if openmp else [])]
+    """The compiler's options for one element type (float, double) on this CPU."""
+    openmp_flags = ["-fopenmp"] if openmp else []
+    return [*FLAGS, f"-DREAL={c_type}", f"-DVECTOR_BYTES={vector_bytes(cpu)}", *openmp_flags]
 
 
 def _run_compiler(compiler: str, flags: list[str], target: Path) -> subprocess.CompletedProcess:
