@@ -87,10 +87,11 @@ static inline __attribute__((always_inline)) void tile(int mr, int nv, long r_le
  * N a multiple of VL. */
 static void gemm(long m_len, long n_len, long r_len, const REAL *a_start, long lda, const REAL *b_start,
                  long ldb, REAL *c_start, long ldc, int accumulate) {
-    for (long m0 = 0; m0 < m_len; m0 += MR) {
-        int mr = m_len - m0 < MR ? (int)(m_len - m0) : MR;
-        for (long n0 = 0; n0 < n_len; n0 += NV * VL) {
-            int nv = (n_len - n0) / VL < NV ? (int)((n_len - n0) / VL) : NV;
+    /* A panel of B (R, NV vectors) stays in the cache while every tile of rows of A meets it. */
+    for (long n0 = 0; n0 < n_len; n0 += NV * VL) {
+        int nv = (n_len - n0) / VL < NV ? (int)((n_len - n0) / VL) : NV;
+        for (long m0 = 0; m0 < m_len; m0 += MR) {
+            int mr = m_len - m0 < MR ? (int)(m_len - m0) : MR;
             const REAL *a = a_start + m0 * lda, *b = b_start + n0;
             REAL *c = c_start + m0 * ldc + n0;
             switch (mr * 8 + nv) {
@@ -148,57 +149,91 @@ typedef struct {
     long n, c_in, h, w, c_out, kh, kw, sh, sw, dh, dw, groups, h_out, w_out;
 } Shape;
 
-static long kernel_len(const Shape *s) { return s->c_in / s->groups * s->kh * s->kw; }
+/* How one image's columns are laid out: K rows (one per weight, (c, i, j)) of `row` numbers per output
+ * row, padded to `ld`. At stride 1 a column row can take whole input rows ("full width": `row` = W, so
+ * the kW - 1 numbers past each output row are junk that no result reads) and is then one contiguous
+ * copy of the input instead of H_out short ones; where output rows are short (conv2: 8 of 12) that
+ * saves more than the extra multiplications cost. */
+typedef struct {
+    long k;    /* C_in/G * kH * kW, the length of each dot product */
+    long m;    /* C_out/G, output channels per group */
+    long p;    /* H_out * W_out, output pixels */
+    long row;  /* numbers per output row in the columns: W (full width) or W_out */
+    long span; /* numbers per column row that hold results: (H_out - 1) * row + W_out */
+    long ld;   /* numbers per column row, a multiple of VL */
+    int full;  /* full width */
+} Layout;
 
-/* cols (K, ld) of one group of one image, x_g (C_in/G, H, W): cols[(c,i,j), (y,x)] = x_g[c, y*sH+i*dH, x*sW+j*dW].
- * Columns P..ld stay as they are (zero from the caller). */
-static void im2col(const Shape *s, const REAL *x_g, REAL *cols, long ld) {
+static Layout layout(const Shape *s) {
+    Layout l;
+    l.k = s->c_in / s->groups * s->kh * s->kw;
+    l.m = s->c_out / s->groups;
+    l.p = s->h_out * s->w_out;
+    l.full = s->sh == 1 && s->sw == 1 && s->w <= 2 * s->w_out;
+    l.row = l.full ? s->w : s->w_out;
+    l.span = (s->h_out - 1) * l.row + s->w_out;
+    l.ld = round_up(s->h_out * l.row, VL);
+    return l;
+}
+
+/* Offset in x_g of the input number that weight (c, i, j) meets at output pixel (0, 0). */
+static long tap_offset(const Shape *s, long c, long i, long j) { return (c * s->h + i * s->dh) * s->w + j * s->dw; }
+
+/* cols (K, ld) of one group of one image, x_g (C_in/G, H, W): cols[(c,i,j), y*row + x] = x_g[c, y*sH+i*dH,
+ * x*sW+j*dW]. The numbers past `span` in each row stay as they are. */
+static void im2col(const Shape *s, const Layout *l, const REAL *x_g, REAL *cols) {
     long k = 0;
     for (long c = 0; c < s->c_in / s->groups; c++)
         for (long i = 0; i < s->kh; i++)
-            for (long j = 0; j < s->kw; j++, k++)
-                for (long y = 0; y < s->h_out; y++) {
-                    const REAL *row = x_g + (c * s->h + y * s->sh + i * s->dh) * s->w + j * s->dw;
-                    REAL *to = cols + k * ld + y * s->w_out;
-                    if (s->sw == 1)
-                        for (long x = 0; x < s->w_out; x++) to[x] = row[x];
-                    else
-                        for (long x = 0; x < s->w_out; x++) to[x] = row[x * s->sw];
+            for (long j = 0; j < s->kw; j++, k++) {
+                const REAL *from = x_g + tap_offset(s, c, i, j);
+                REAL *to = cols + k * l->ld;
+                if (l->full) {
+                    memcpy(to, from, l->span * sizeof(REAL));
+                    continue;
                 }
+                for (long y = 0; y < s->h_out; y++, to += l->row)
+                    for (long x = 0; x < s->w_out; x++) to[x] = from[y * s->sh * s->w + x * s->sw];
+            }
 }
 
-/* The transpose of im2col's columns: colsT (P, ld), colsT[(y,x), (c,i,j)]. Columns K..ld stay zero. */
+/* The transpose of compact columns: colsT (P, ld), colsT[y*W_out + x, (c,i,j)]. Numbers K..ld stay as they are. */
 static void im2col_transposed(const Shape *s, const REAL *x_g, REAL *cols_t, long ld) {
     for (long y = 0; y < s->h_out; y++)
         for (long x = 0; x < s->w_out; x++) {
             REAL *to = cols_t + (y * s->w_out + x) * ld;
             for (long c = 0; c < s->c_in / s->groups; c++)
                 for (long i = 0; i < s->kh; i++) {
-                    const REAL *row = x_g + (c * s->h + y * s->sh + i * s->dh) * s->w + x * s->sw;
-                    for (long j = 0; j < s->kw; j++) *to++ = row[j * s->dw];
+                    const REAL *from = x_g + tap_offset(s, c, i, 0) + y * s->sh * s->w + x * s->sw;
+                    for (long j = 0; j < s->kw; j++) *to++ = from[j * s->dw];
                 }
         }
 }
 
-/* Adds columns (K, ld) back into the input pixels they were read from: dx_g (C_in/G, H, W). */
-static void col2im(const Shape *s, const REAL *cols, long ld, REAL *dx_g) {
+/* Adds columns laid out as im2col's back into the input pixels they were read from: dx_g (C_in/G, H, W).
+ * Full width adds the junk numbers too: they are zero (their output gradient is). */
+static void col2im(const Shape *s, const Layout *l, const REAL *cols, REAL *dx_g) {
     long k = 0;
     for (long c = 0; c < s->c_in / s->groups; c++)
         for (long i = 0; i < s->kh; i++)
-            for (long j = 0; j < s->kw; j++, k++)
-                for (long y = 0; y < s->h_out; y++) {
-                    REAL *row = dx_g + (c * s->h + y * s->sh + i * s->dh) * s->w + j * s->dw;
-                    const REAL *from = cols + k * ld + y * s->w_out;
-                    for (long x = 0; x < s->w_out; x++) row[x * s->sw] += from[x];
+            for (long j = 0; j < s->kw; j++, k++) {
+                REAL *to = dx_g + tap_offset(s, c, i, j);
+                const REAL *from = cols + k * l->ld;
+                if (l->full) {
+                    for (long q = 0; q < l->span; q++) to[q] += from[q];
+                    continue;
                 }
+                for (long y = 0; y < s->h_out; y++, from += l->row)
+                    for (long x = 0; x < s->w_out; x++) to[y * s->sh * s->w + x * s->sw] += from[x];
+            }
 }
 
 /* Numbers of workspace each thread needs. */
 static long per_thread(const Shape *s) {
-    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
-    long columns = round_up(k, VL) * round_up(p, VL); /* cols, colsT or dcols */
-    long products = m * round_up(p, VL);               /* one group's output, or its dout padded */
-    long weight_grad = s->c_out * round_up(k, VL);    /* this thread's partial dW */
+    Layout l = layout(s);
+    long columns = round_up(l.k, VL) * (l.ld > round_up(l.p, VL) ? l.ld : round_up(l.p, VL)); /* cols, colsT, dcols */
+    long products = 2 * l.m * l.ld; /* one group's output, or its dout in the columns' layout and transposed */
+    long weight_grad = s->c_out * round_up(l.k, VL); /* this thread's partial dW */
     return columns + products + weight_grad;
 }
 
@@ -214,28 +249,30 @@ int native_threads(int requested) {
 
 /* Numbers of workspace native_forward and native_backward need with this many threads. */
 long native_workspace(const Shape *s, int threads) {
-    return threads * per_thread(s) + s->c_out * kernel_len(s); /* + W^T for dx */
+    return threads * per_thread(s) + s->c_out * layout(s).k; /* + W^T for dx */
 }
 
 /* out = conv(x, weight) + bias; bias may be NULL. workspace: native_workspace(s, threads) numbers. */
 void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REAL *bias, REAL *out,
                     REAL *workspace, int threads) {
-    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
-    long ldp = round_up(p, VL);
+    Layout l = layout(s);
+    long area = per_thread(s);
 #pragma omp parallel num_threads(threads)
     {
-        REAL *cols = workspace + omp_get_thread_num() * per_thread(s);
-        REAL *product = cols + round_up(k, VL) * ldp;
-        memset(cols, 0, k * ldp * sizeof(REAL));
+        REAL *cols = workspace + omp_get_thread_num() * area;
+        REAL *product = cols + round_up(l.k, VL) * l.ld;
+        memset(cols, 0, l.k * l.ld * sizeof(REAL));
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
-                im2col(s, x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w, cols, ldp);
-                gemm(m, ldp, k, weight + g * m * k, k, cols, ldp, product, ldp, 0);
-                for (long o = 0; o < m; o++) {
-                    REAL *to = out + (n * s->c_out + g * m + o) * p;
-                    REAL b = bias ? bias[g * m + o] : 0;
-                    for (long q = 0; q < p; q++) to[q] = product[o * ldp + q] + b;
+                im2col(s, &l, x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w, cols);
+                gemm(l.m, l.ld, l.k, weight + g * l.m * l.k, l.k, cols, l.ld, product, l.ld, 0);
+                for (long o = 0; o < l.m; o++) {
+                    REAL *to = out + (n * s->c_out + g * l.m + o) * l.p;
+                    REAL b = bias ? bias[g * l.m + o] : 0;
+                    for (long y = 0; y < s->h_out; y++)
+                        for (long x = 0; x < s->w_out; x++)
+                            to[y * s->w_out + x] = product[o * l.ld + y * l.row + x] + b;
                 }
             }
     }
@@ -244,11 +281,15 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
 /* grad_x (may be NULL, else zeroed by the caller) and grad_w (may be NULL) from grad_out. */
 void native_backward(const Shape *s, const REAL *x, const REAL *weight, const REAL *grad_out, REAL *grad_x,
                      REAL *grad_w, REAL *workspace, int threads) {
-    long k = kernel_len(s), p = s->h_out * s->w_out, m = s->c_out / s->groups;
-    long ldp = round_up(p, VL), ldk = round_up(k, VL), area = per_thread(s);
-    /* dW: long rows of P are summed as dot products (gemm_t); short ones would spend more time adding
-     * lanes than multiplying, so their columns are transposed and go through gemm instead. */
-    int long_rows = ldp >= LONG_ROW;
+    Layout l = layout(s);
+    long k = l.k, m = l.m, p = l.p, ldk = round_up(k, VL), area = per_thread(s);
+    /* dW, three ways to the same sums, by shape:
+     * - C_out/G a whole number of vectors (wide layers): dW^T (K, M) += cols (K, P) @ dout^T (P, M), gemm
+     *   on the columns as they are, with dout transposed (M * P numbers, not K * P);
+     * - else long rows of P (conv1): dot products of rows, dW (M, K) += dout (M, P) @ cols (K, P)^T, gemm_t;
+     * - else (conv2) the columns transposed, dW (M, K) += dout (M, P) @ colsT (P, K): gemm_t would spend
+     *   more time adding lanes than multiplying. */
+    int by_output = m % VL == 0, long_rows = l.ld >= LONG_ROW;
     /* W_g^T (K, M) per group, for dx: after the per-thread areas. */
     REAL *weight_t = workspace + threads * area;
     if (grad_x)
@@ -258,34 +299,46 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
 #pragma omp parallel num_threads(threads)
     {
         REAL *cols = workspace + omp_get_thread_num() * area;
-        REAL *dout = cols + ldk * ldp;
-        REAL *dw = dout + m * ldp;
+        REAL *dout = cols + area - s->c_out * ldk - 2 * m * l.ld; /* (M, ld): zero at the junk numbers */
+        REAL *dout_t = dout + m * l.ld;                            /* (ld, M): zero at the junk numbers */
+        REAL *dw = dout_t + m * l.ld;                              /* (M, ldk), or (K, M) by_output */
         memset(cols, 0, area * sizeof(REAL));
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
                 const REAL *dout_g = grad_out + (n * s->c_out + g * m) * p;
                 const REAL *x_g = x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w;
-                for (long o = 0; o < m; o++) memcpy(dout + o * ldp, dout_g + o * p, p * sizeof(REAL));
-                if (grad_w && long_rows) {
-                    im2col(s, x_g, cols, ldp);
-                    gemm_t(m, k, ldp, dout, ldp, cols, ldp, dw + g * m * ldk, ldk);
+                for (long o = 0; o < m; o++)
+                    for (long y = 0; y < s->h_out; y++)
+                        memcpy(dout + o * l.ld + y * l.row, dout_g + o * p + y * s->w_out, s->w_out * sizeof(REAL));
+                if (grad_w && by_output) {
+                    for (long y = 0; y < s->h_out; y++)
+                        for (long x = 0; x < s->w_out; x++)
+                            for (long o = 0; o < m; o++)
+                                dout_t[(y * l.row + x) * m + o] = dout_g[o * p + y * s->w_out + x];
+                    im2col(s, &l, x_g, cols);
+                    gemm(k, m, l.ld, cols, l.ld, dout_t, m, dw + g * k * m, m, 1);
+                } else if (grad_w && long_rows) {
+                    im2col(s, &l, x_g, cols);
+                    gemm_t(m, k, l.ld, dout, l.ld, cols, l.ld, dw + g * m * ldk, ldk);
                 } else if (grad_w) {
                     im2col_transposed(s, x_g, cols, ldk);
                     gemm(m, ldk, p, dout_g, p, cols, ldk, dw + g * m * ldk, ldk, 1);
                 }
                 if (grad_x) {
-                    gemm(k, ldp, m, weight_t + g * k * m, m, dout, ldp, cols, ldp, 0);
-                    col2im(s, cols, ldp, grad_x + (x_g - x));
+                    gemm(k, l.ld, m, weight_t + g * k * m, m, dout, l.ld, cols, l.ld, 0);
+                    col2im(s, &l, cols, grad_x + (x_g - x));
                 }
             }
     }
     if (grad_w) {
         memset(grad_w, 0, s->c_out * k * sizeof(REAL));
         for (int t = 0; t < threads; t++) {
-            const REAL *dw = workspace + t * area + ldk * ldp + m * ldp;
-            for (long o = 0; o < s->c_out; o++)
-                for (long q = 0; q < k; q++) grad_w[o * k + q] += dw[o * ldk + q];
+            const REAL *dw = workspace + (t + 1) * area - s->c_out * ldk;
+            for (long g = 0; g < s->groups; g++)
+                for (long o = 0; o < m; o++)
+                    for (long q = 0; q < k; q++)
+                        grad_w[(g * m + o) * k + q] += by_output ? dw[(g * k + q) * m + o] : dw[(g * m + o) * ldk + q];
         }
     }
 }
