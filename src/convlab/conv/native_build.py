@@ -27,7 +27,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
 C_TYPES = {torch.float32: "float", torch.float64: "double"}
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c11"]
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 
 
 class NativeBuildError(RuntimeError):
