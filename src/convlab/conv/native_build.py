@@ -7,7 +7,8 @@ CPU builds a new one. Several processes starting at once (a multirun, DDP) each
 compile to a temporary name and move the result into place; the last move wins
 and every copy is identical.
 
-Cache folder: `$CONVLAB_CACHE`, else `$XDG_CACHE_HOME/convlab`, else `~/.cache/convlab`.
+Cache folder: `$CONVLAB_CACHE`, else `$XDG_CACHE_HOME/convlab`, else `~/.cache/convlab`; where that
+cannot be made, a folder of this user's in the temporary directory.
 Compiler: `$CC`, else the first of cc, gcc, clang on the PATH.
 """
 
@@ -101,7 +102,11 @@ def build(dtype: torch.dtype) -> Path:
     compiler, cpu = find_compiler(), cpu_description()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: this machine's temporary folder, per user
+        folder = Path(tempfile.gettempdir()) / f"convlab-cache-{os.getuid()}"
+        folder.mkdir(parents=True, exist_ok=True)
     for openmp in (True, False):
         flags = compile_flags(c_type, cpu, openmp)
         key = hashlib.sha256("\0".join([SOURCE.read_text(), *flags, version, cpu]).encode()).hexdigest()[:16]
