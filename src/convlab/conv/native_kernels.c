@@ -308,9 +308,11 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
             for (long g = 0; g < s->groups; g++) {
                 const REAL *dout_g = grad_out + (n * s->c_out + g * m) * p;
                 const REAL *x_g = x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h * s->w;
-                for (long o = 0; o < m; o++)
-                    for (long y = 0; y < s->h_out; y++)
-                        memcpy(dout + o * l.ld + y * l.row, dout_g + o * p + y * s->w_out, s->w_out * sizeof(REAL));
+                if (grad_x || (grad_w && long_rows && !by_output)) /* the paths that read dout's layout */
+                    for (long o = 0; o < m; o++)
+                        for (long y = 0; y < s->h_out; y++)
+                            memcpy(dout + o * l.ld + y * l.row, dout_g + o * p + y * s->w_out,
+                                   s->w_out * sizeof(REAL));
                 if (grad_w && by_output) {
                     for (long y = 0; y < s->h_out; y++)
                         for (long x = 0; x < s->w_out; x++)
