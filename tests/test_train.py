@@ -113,6 +113,25 @@ def test_same_seed_same_metrics_and_resume_matches(fake_data: list[str], tmp_pat
     assert other_seed["metrics"]["test_loss"] != first["metrics"]["test_loss"]
 
 
+def test_written_out_step_equals_lightnings_automatic_one(fake_data: list[str], tmp_path: Path):
+    """LitClassifier writes the optimiser step out, unless the Trainer clips gradients or accumulates
+    batches (then Lightning runs it). A clip no gradient reaches gives the same run bit for bit; a clip
+    that bites, or accumulation, changes it."""
+    base = [*fake_data, "trainer.max_epochs=1"]
+    runs = {
+        name: comparable(train([*base, *extra], tmp_path / name)[1]["metrics"])
+        for name, extra in {
+            "written_out": [],
+            "clip_never_reached": ["+trainer.gradient_clip_val=1e9"],
+            "clip_bites": ["+trainer.gradient_clip_val=1e-4"],
+            "accumulate": ["+trainer.accumulate_grad_batches=2"],
+        }.items()
+    }
+    assert runs["clip_never_reached"] == runs["written_out"]
+    assert runs["clip_bites"]["conv_drift"] != runs["written_out"]["conv_drift"]
+    assert runs["accumulate"]["conv_drift"] != runs["written_out"]["conv_drift"]
+
+
 def test_multirun_of_two_jobs(fake_data: list[str], tmp_path: Path):
     command = [sys.executable, "train.py", "-m", "conv=torch,unfold", *fake_data, "trainer.max_epochs=1"]
     command += [f"hydra.sweep.dir={tmp_path}", f"paths.log_dir={tmp_path}"]

@@ -3,8 +3,9 @@
 The raw files come, in this order, from what is already in `<root>/<Class>/raw/`, from a
 mirror folder in torchvision's layout (`data.mirror=` or `$CONVLAB_DATA_MIRROR`; copied,
 MD5-checked, never written to), or from torchvision's download. The images are decoded
-once into one float tensor (N, 1, 28, 28) so the training loop does no per-sample work and
-a CPU epoch with `nn.Conv2d` is compute-bound.
+once into one float tensor (N, 1, 28, 28), and batches are gathered from it with one indexing
+each (`convlab.in_memory_loader`), so the training loop does no per-sample work and a CPU epoch
+with `nn.Conv2d` is compute-bound.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.utils import check_md5, extract_archive
 
+from convlab.in_memory_loader import InMemoryDataset, in_memory_loader
 from convlab.scaling import eval_sampler
 from convlab.seeding import derived_seed
 
@@ -190,9 +192,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.verify_md5 = verify_md5
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
-        self.test_set: TensorDataset | None = None
+        self.train_set: InMemoryDataset | None = None
+        self.val_set: InMemoryDataset | None = None
+        self.test_set: InMemoryDataset | None = None
 
     def prepare_data(self) -> None:
         ensure_raw_files(self.dataset, self.root, self.mirror, self.verify_md5)
@@ -213,17 +215,19 @@ class MNISTDataModule(L.LightningDataModule):
         self.test_set = self._subset(test_images, test_labels, self.test_subset)
 
     @staticmethod
-    def _subset(images: Tensor, labels: Tensor, size: int | None) -> TensorDataset:
+    def _subset(images: Tensor, labels: Tensor, size: int | None) -> InMemoryDataset:
         if size is None:
-            return TensorDataset(images, labels)
+            return InMemoryDataset(images, labels)
         keep = stratified_subset(labels, size, torch.Generator().manual_seed(SPLIT_SEED)).sort().values
-        return TensorDataset(images[keep], labels[keep])
+        return InMemoryDataset(images[keep], labels[keep])
 
-    def _loader(self, dataset: TensorDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: InMemoryDataset, batch_size: int, sampler: Sampler | None = None
+    ) -> DataLoader:
         # Its own generator: creating an iterator then draws nothing from the global RNG (dropout's).
-        return DataLoader(
+        return in_memory_loader(
             dataset,
-            batch_size=batch_size,
+            batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
