@@ -166,6 +166,23 @@ def test_unbatched_input_gives_unbatched_output(conv_cls: type[nn.Module]) -> No
     assert torch.equal(out, layer(x.unsqueeze(0)).squeeze(0))
 
 
+@pytest.mark.parametrize("channels", [1, 3], ids=["one_channel", "three_channels"])
+def test_memory_format_follows_nn_conv2d(conv_cls: type[nn.Module], channels: int) -> None:
+    """A channels-last input gives a channels-last output, as nn.Conv2d's does, with the same values.
+    With one input channel the input is also plain contiguous, and nn.Conv2d keeps NCHW."""
+    x = _input(2, channels, 6, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    reference = nn.Conv2d(channels, 4, 3, padding=1, dtype=torch.float64)
+    layer = conv_cls(channels, 4, 3, padding=1, dtype=torch.float64)
+    layer.load_state_dict(reference.state_dict())
+    out, expected = layer(x), reference(x)
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        assert out.is_contiguous(memory_format=memory_format) == expected.is_contiguous(
+            memory_format=memory_format
+        )
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
 def test_registry_names_and_lookup() -> None:
     assert list(CONV_LAYERS) == ["vanilla", "unfold", "manual", "fast", "native", "numpy", "torch"]
     assert get_conv("torch") is nn.Conv2d

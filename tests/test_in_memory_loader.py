@@ -27,7 +27,7 @@ SAMPLERS = {
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_same_batches_as_a_plain_dataloader(sampler: str) -> None:
-    """Batches of 3 over 10 items or a DDP shard of 4 (the last one short), in whatever order the sampler gives."""
+    """Batches of 3 over 10 items or over a DDP shard of 4 (the last batch short), in the sampler's order."""
     images, labels = tensors()
     plain = batches(DataLoader(TensorDataset(images, labels), batch_size=3, sampler=SAMPLERS[sampler]()))
     gathered = batches(in_memory_loader(InMemoryDataset(images, labels), 3, sampler=SAMPLERS[sampler]()))

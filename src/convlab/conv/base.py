@@ -219,7 +219,12 @@ class Conv2dBase(nn.Module):
         x = self._padded(x)
         self._check_kernel_fits(x)
         out = self._conv(x, self.weight, self.bias)
-        return out.squeeze(0) if unbatched else out
+        if unbatched:
+            return out.squeeze(0)
+        # nn.Conv2d hands a channels-last input's output back channels-last (same values either way).
+        if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
+            return out.contiguous(memory_format=torch.channels_last)
+        return out
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _conv")
