@@ -13,7 +13,6 @@ from convlab.conv import CONV_LAYERS, get_conv
 from convlab.model import LitClassifier, ReferenceNet
 from convlab.probes import (
     PROBES,
-    accuracy,
     apply_probe,
     conv_drift,
     conv_layers,
@@ -126,11 +125,3 @@ def test_uniform01_init_is_positive_and_default_is_nn_conv2d():
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), unfold.parameters(), strict=True))
     with pytest.raises(ValueError, match="uniform01"):
         ReferenceNet(nn.Conv2d, "normal")
-
-
-def test_accuracy_counts_correct_argmax():
-    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))
-    with torch.no_grad():
-        net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))
-    images = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]]).view(3, 1, 2, 2)
-    assert accuracy(net, [(images, torch.tensor([0, 1, 1]))]) == pytest.approx(2 / 3)

@@ -15,7 +15,6 @@ trained network with its conv weights re-drawn from their init distribution.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -87,17 +86,3 @@ def redrawn_conv_copy(net: nn.Module, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         redrawn.reset_conv_parameters()
     return redrawn
-
-
-@torch.no_grad()
-def accuracy(net: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
-    """Fraction of correct argmax predictions of `net` (eval mode) over batches of
-    (images (B, 1, 28, 28), labels (B,)), on the device the images are on."""
-    was_training = net.training
-    net.eval()
-    correct = total = 0
-    for images, labels in batches:
-        correct += (net(images).argmax(dim=1) == labels).sum().item()
-        total += labels.shape[0]
-    net.train(was_training)
-    return correct / total
