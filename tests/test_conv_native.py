@@ -44,6 +44,14 @@ PATHS = {
     "depthwise": dict(in_channels=6, out_channels=6, kernel_size=3, padding=1, groups=6, size=8),
     # wide rows relative to the output (W > 2 * W_out): compact columns at stride 1
     "stride 1, compact": dict(in_channels=2, out_channels=4, kernel_size=7, size=10),
+    # zero padding, added per image in the kernels: full width on the padded copy
+    "zero padded, full width": dict(in_channels=3, out_channels=16, kernel_size=3, padding=2, size=6),
+    # 'same' with an even kernel pads unequally (top 1, bottom 2)
+    "padded 'same', uneven": dict(in_channels=2, out_channels=5, kernel_size=(4, 2), padding="same", size=7),
+    # padding with stride and groups: compact columns from the padded copy
+    "padded, strided": dict(
+        in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=(1, 2), groups=2, size=9
+    ),
 }
 
 
@@ -57,6 +65,36 @@ def test_every_kernel_path_matches_f_conv2d(path: str, dtype: torch.dtype) -> No
     x = torch.randn(3, layer.in_channels, size, size + 1, dtype=dtype)
     tolerance = 1e-10 if dtype == torch.float64 else 1e-4
     gradients_match_f_conv2d(layer, x, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("needed", ["dx only", "dW only"])
+def test_padded_input_with_one_gradient(needed: str) -> None:
+    """The kernels pad a copy for dW and crop dx out of a padded one: each on its own."""
+    torch.manual_seed(0)
+    layer = NativeConv2d(3, 8, 3, padding=1, dtype=torch.float64)
+    reference = torch.nn.Conv2d(3, 8, 3, padding=1, dtype=torch.float64)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=needed == "dx only")
+    for conv in (layer, reference):
+        conv.weight.requires_grad_(needed == "dW only")
+        conv.bias.requires_grad_(False)
+    grad_out = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    (actual,) = torch.autograd.grad(layer(x), [x if needed == "dx only" else layer.weight], grad_out)
+    (expected,) = torch.autograd.grad(
+        reference(x), [x if needed == "dx only" else reference.weight], grad_out
+    )
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_zero_padding_makes_no_padded_copy_of_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pad(*args, **kwargs):
+        raise AssertionError("F.pad was called")
+
+    monkeypatch.setattr("convlab.conv.base.F.pad", no_pad)
+    layer = NativeConv2d(2, 4, 3, padding=1)
+    x = torch.randn(2, 2, 6, 6, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad.shape == x.shape
 
 
 def test_one_thread_and_two_threads_agree() -> None:
@@ -80,9 +118,9 @@ def test_other_dtypes_take_fasts_path(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"the C kernel was asked for {dtype}")
 
     monkeypatch.setattr("convlab.conv.native.library", no_kernel)
-    layer = NativeConv2d(2, 4, 3, dtype=torch.bfloat16)
+    layer = NativeConv2d(2, 4, 3, padding=1, dtype=torch.bfloat16)
     x = torch.randn(2, 2, 6, 6, dtype=torch.bfloat16)
-    expected = F.conv2d(x.double(), layer.weight.double(), layer.bias.double())
+    expected = F.conv2d(x.double(), layer.weight.double(), layer.bias.double(), padding=1)
     torch.testing.assert_close(layer(x).double(), expected, rtol=0.05, atol=0.05)
 
 

@@ -14,7 +14,9 @@ unbatched input. A subclass implements one method:
         bias:   (C_out,) or None
         out:    (N, C_out, H_out, W_out) with H_out = (H_pad - dH*(kH-1) - 1) // sH + 1
 
-using `self.stride`, `self.dilation` and `self.groups`.
+using `self.stride`, `self.dilation` and `self.groups`. A subclass that sets
+`pads_zeros_in_conv` gets x without its zero padding instead, and adds the zeros
+`zero_padding_left_to_conv()` names itself (other padding modes still come done).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
 
 class Conv2dBase(nn.Module):
     """Drop-in for `nn.Conv2d` whose computation is left to a subclass's `_conv`."""
+
+    # True where `_conv` adds the zero padding itself rather than receive a padded copy.
+    pads_zeros_in_conv = False
 
     __constants__ = ["stride", "padding", "dilation", "groups", "padding_mode"]
 
@@ -180,29 +185,42 @@ class Conv2dBase(nn.Module):
                 )
 
     def _check_kernel_fits(self, x: Tensor) -> None:
-        """x: (N, C_in, H_pad, W_pad), the padded input."""
+        """x: the input as `_conv` receives it."""
         dilated = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
-        if x.shape[2] < dilated[0] or x.shape[3] < dilated[1]:
+        height, width = self.padded_size(x)
+        if height < dilated[0] or width < dilated[1]:
             raise RuntimeError(
-                f"Calculated padded input size per channel: ({x.shape[2]} x {x.shape[3]}). "
+                f"Calculated padded input size per channel: ({height} x {width}). "
                 f"Kernel size: ({dilated[0]} x {dilated[1]}). "
                 "Kernel size can't be greater than actual input size"
             )
 
+    def zero_padding_left_to_conv(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zeros that `_conv` adds itself: none unless `pads_zeros_in_conv`."""
+        if self.pads_zeros_in_conv and self.padding_mode == "zeros":
+            return self._padding_per_side()
+        return (0, 0, 0, 0)
+
+    def padded_size(self, x: Tensor) -> tuple[int, int]:
+        """(H_pad, W_pad) of x (N, C, H, W) as `_conv` receives it, with the zeros it adds itself."""
+        left, right, top, bottom = self.zero_padding_left_to_conv()
+        return x.shape[2] + top + bottom, x.shape[3] + left + right
+
     def _padded(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right)."""
+        """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right), less what `_conv` pads itself."""
         pad = self._padding_per_side()
-        if not any(pad):
+        if not any(pad) or any(self.zero_padding_left_to_conv()):
             return x
         if self.padding_mode == "zeros":
             return F.pad(x, pad, mode="constant", value=0.0)
         return F.pad(x, pad, mode=self.padding_mode)
 
     def valid_output_shape(self, x: Tensor) -> tuple[int, int]:
-        """(H_out, W_out) of the valid convolution of x (N, C, H_pad, W_pad), already padded."""
+        """(H_out, W_out) of the convolution of x as `_conv` receives it (see `padded_size`)."""
+        height, width = self.padded_size(x)
         return (
-            output_size(x.shape[2], self.kernel_size[0], self.stride[0], self.dilation[0]),
-            output_size(x.shape[3], self.kernel_size[1], self.stride[1], self.dilation[1]),
+            output_size(height, self.kernel_size[0], self.stride[0], self.dilation[0]),
+            output_size(width, self.kernel_size[1], self.stride[1], self.dilation[1]),
         )
 
     def forward(self, input: Tensor) -> Tensor:

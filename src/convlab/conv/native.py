@@ -21,6 +21,7 @@ import ctypes
 import threading
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -45,10 +46,12 @@ def pointer(t: Tensor | None) -> int | None:
 
 
 def kernel_shape(layer: Conv2dBase, x: Tensor, c_out: int) -> Shape:
-    """Sizes of the valid convolution of x (N, C_in, H_pad, W_pad) by `layer`'s kernel."""
+    """Sizes of the convolution of x (N, C_in, H, W) by `layer`'s kernel, zero padding included."""
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
     h_out, w_out = layer.valid_output_shape(x)
-    return Shape(*x.shape[:2], *x.shape[2:], c_out, kh, kw, sh, sw, dh, dw, layer.groups, h_out, w_out)
+    left, _, top, _ = layer.zero_padding_left_to_conv()
+    sizes = (c_out, kh, kw, sh, sw, dh, dw, layer.groups, h_out, w_out, *x.shape[2:], top, left)
+    return Shape(*x.shape[:2], *layer.padded_size(x), *sizes)
 
 
 def workspace(lib: ctypes.CDLL, shape: Shape, threads: int, like: Tensor) -> Tensor:
@@ -61,8 +64,8 @@ class _NativeConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, layer: NativeConv2d) -> Tensor:
-        """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/G, kH, kW), bias (C_out,) or None
-        -> (N, C_out, H_out, W_out)."""
+        """x (N, C_in, H, W) without its zero padding, weight (C_out, C_in/G, kH, kW), bias (C_out,)
+        or None -> (N, C_out, H_out, W_out)."""
         x, weight = x.contiguous(), weight.contiguous()
         bias = None if bias is None else bias.contiguous()
         lib, shape = library(x.dtype), kernel_shape(layer, x, weight.shape[0])
@@ -79,12 +82,14 @@ class _NativeConvFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        """grad_out (N, C_out, H_out, W_out) -> dx (N, C_in, H_pad, W_pad), dW, db, None."""
+        """grad_out (N, C_out, H_out, W_out) -> dx (N, C_in, H, W), dW, db, None."""
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_out, lib, shape = grad_out.contiguous(), library(x.dtype), ctx.shape
         threads = lib.native_threads(torch.get_num_threads())
-        grad_x = torch.zeros_like(x) if need_x else None
+        # With padding the kernels write every number of dx (from the padded copy's inside), else add to it.
+        padded = (shape.h, shape.w) != (shape.h_in, shape.w_in)
+        grad_x = (torch.empty_like if padded else torch.zeros_like)(x) if need_x else None
         grad_w = torch.empty_like(weight) if need_w else None
         if need_x or need_w:
             scratch = workspace(lib, shape, threads, x)
@@ -97,10 +102,18 @@ class _NativeConvFunction(torch.autograd.Function):
 
 
 class NativeConv2d(FastConv2d):
-    """C kernels for float32 and float64 on the CPU; `fast`'s PyTorch path for other devices and dtypes."""
+    """C kernels for float32 and float64 on the CPU; `fast`'s PyTorch path for other devices and dtypes.
+
+    The kernels add zero padding one image at a time (`pads_zeros_in_conv`); `fast`'s path gets it
+    from F.pad, as every other layer here does.
+    """
+
+    pads_zeros_in_conv = True
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
+        """x (N, C_in, H, W) without its zero padding, weight (C_out, C_in/groups, kH, kW)
+        -> (N, C_out, H_out, W_out)."""
         if x.device.type == "cpu" and x.dtype in C_TYPES:
             return _NativeConvFunction.apply(x, weight, bias, self)
-        return super()._conv(x, weight, bias)
+        zeros = self.zero_padding_left_to_conv()
+        return super()._conv(F.pad(x, zeros) if any(zeros) else x, weight, bias)

@@ -36,12 +36,12 @@ class NativeBuildError(RuntimeError):
 
 
 class Shape(ctypes.Structure):
-    """The `Shape` struct of native_kernels.c: sizes of a valid (already padded) convolution."""
+    """The `Shape` struct of native_kernels.c: sizes of a convolution, the input's padded and its own."""
 
     _fields_ = [
         (name, ctypes.c_long)
         for name in ("n", "c_in", "h", "w", "c_out", "kh", "kw")
-        + ("sh", "sw", "dh", "dw", "groups", "h_out", "w_out")
+        + ("sh", "sw", "dh", "dw", "groups", "h_out", "w_out", "h_in", "w_in", "top", "left")
     ]
 
 
