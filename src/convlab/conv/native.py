@@ -4,9 +4,11 @@ Teaches: what a compiled kernel buys that PyTorch operations cannot. The arithme
 `manual`'s (out = W @ im2col(x) + b, dW = dout @ im2col(x)^T, dx = col2im(W^T @ dout));
 `fast` shows that in PyTorch the copies around the products, not the products, cost the
 time. Here one image's columns are built, multiplied and dropped while they sit in
-the CPU's cache, by a kernel of about 250 lines of C (`native_kernels.c`, which
-explains each choice), shared out over PyTorch's own threads. At the reference
-network's shapes that makes it faster than `nn.Conv2d` forward + backward (README, "Speed").
+the CPU's cache, by a kernel of about 390 lines of C (`native_kernels.c`, which
+explains each choice), shared out over PyTorch's own threads. Zero padding too is
+added there, image by image, rather than by a padded copy of the batch. At the
+reference network's shapes that makes it faster than `nn.Conv2d` forward + backward
+(README, "Speed").
 
 Where it runs: float32 and float64 on the CPU. Other devices and dtypes (CUDA, half
 precision) take `fast`'s path, which this class inherits. The first call compiles the
