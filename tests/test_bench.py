@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+import convlab.conv.native_build as native_build
 from convlab.bench import main
 from convlab.bench_cases import MODES, QUICK_CASES, SLOW_IMPLS, contender
 from convlab.bench_timing import interleaved_times, summarize
@@ -125,3 +126,32 @@ def test_ratios_are_paired_round_by_round():
     assert stats["short"].ratio == 3.0 and stats["short"].repeats == 1
     per_image = summarize(times, "base", scale={"base": 1 / 64, "twice": 1.0})
     assert per_image["twice"].ratio == pytest.approx(128.0)
+
+
+@pytest.fixture
+def restored_environment(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """--no-avx512 sets process-wide variables and builds native anew: both undone afterwards."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", native_build.NO_AVX512_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CONVLAB_CACHE", str(tmp_path / "cache"))
+    native_build.library.cache_clear()
+    yield
+    native_build.library.cache_clear()
+
+
+def test_no_avx512_times_native_built_for_32_byte_vectors(tmp_path, restored_environment):
+    if not native_build.has_avx512(native_build.cpu_description()):
+        pytest.skip("needs a CPU with AVX-512 to limit")
+    result, markdown = run_bench(tmp_path, "--impl", "native", "--no-network", "--no-avx512")
+    assert result["settings"]["no_avx512"] and result["machine"]["cpu"].endswith("limited to AVX2")
+    assert "limited to AVX2" in markdown and "| `native` |" in markdown
+    flags = native_build.compile_flags("float", native_build.cpu_description(), openmp=True)
+    assert "-DVECTOR_BYTES=32" in flags and "-mno-avx512f" in flags
+    assert native_build.build(torch.float32).parent == tmp_path / "cache"
+
+
+def test_no_avx512_is_refused_where_there_is_nothing_to_limit(monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setattr("convlab.bench.has_avx512", lambda cpu: False)
+    with pytest.raises(SystemExit):
+        main(["--no-avx512", "--quick"])
+    assert "limits a CPU that has AVX-512" in capsys.readouterr().err

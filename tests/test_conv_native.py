@@ -174,7 +174,35 @@ def test_builds_without_openmp_on_one_thread(tmp_path) -> None:
     assert lib.native_threads(4) == 1
 
 
-def test_vectors_follow_the_cpu() -> None:
-    assert native_build.vector_bytes("flags : fpu avx2 avx512f fma") == 64
-    assert native_build.vector_bytes("flags : fpu avx2 fma") == 32
-    assert "-DVECTOR_BYTES=32" in native_build.compile_flags("float", "flags : avx2", openmp=True)
+@pytest.fixture
+def build_without_avx512(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """The kernels as built on a CPU without AVX-512 (32-byte vectors, 16 registers), cached apart."""
+    if not native_build.has_avx512(native_build.cpu_description()):
+        pytest.skip("without AVX-512 the default build is this one, tested everywhere else")
+    monkeypatch.setenv(native_build.NO_AVX512_ENV, "1")
+    monkeypatch.setenv("CONVLAB_CACHE", str(tmp_path))
+    native_build.library.cache_clear()
+    yield tmp_path
+    native_build.library.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_kernel_path_without_avx512(build_without_avx512, dtype: torch.dtype) -> None:
+    """Its smaller tiles (6 x 2 vectors, 2 x 4 dot products) compute the same as the AVX-512 ones."""
+    assert native_build.build(dtype).parent == build_without_avx512
+    flags = native_build.compile_flags(native_build.C_TYPES[dtype], native_build.cpu_description(), True)
+    assert "-DVECTOR_BYTES=32" in flags
+    for path in PATHS:
+        test_every_kernel_path_matches_f_conv2d(path, dtype)
+
+
+def test_vectors_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(native_build.NO_AVX512_ENV, raising=False)
+    avx512, avx2 = "flags : fpu avx2 avx512f fma", "flags : fpu avx2 fma"
+    assert native_build.vector_bytes(avx512) == 64
+    assert native_build.vector_bytes(avx2) == 32
+    assert "-DVECTOR_BYTES=32" in native_build.compile_flags("float", avx2, openmp=True)
+    assert "-mno-avx512f" not in native_build.compile_flags("float", avx2, openmp=True)
+    monkeypatch.setenv(native_build.NO_AVX512_ENV, "1")  # as a CPU without AVX-512 would be
+    assert native_build.vector_bytes(avx512) == 32
+    assert "-mno-avx512f" in native_build.compile_flags("float", avx512, openmp=True)

@@ -10,6 +10,9 @@ baseline) run on `--slow-batch` images at the reference shapes only and are
 compared per image; from the per-image times comes the projected conv time of one
 MNIST epoch. Then the reference network's whole training step per implementation
 and the Lightning loop against a plain PyTorch loop (`convlab.bench_network`).
+`--no-avx512` times, on a CPU with AVX-512, what one without gets: oneDNN and MKL
+limited to AVX2 (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS), `native` built for
+32-byte vectors.
 
 Writes `--out` (default outputs/bench/bench.json: machine, settings, every measurement) and prints the
 markdown tables (also written to `--markdown` when given).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -45,6 +49,7 @@ from convlab.bench_gemm import gemm_gflops
 from convlab.bench_network import network_benchmark
 from convlab.bench_table import markdown_report
 from convlab.bench_timing import CLOCKS, interleaved_times, summarize, synchronizer
+from convlab.conv.native_build import NO_AVX512_ENV, cpu_description, has_avx512
 
 MNIST_TRAIN_IMAGES = 60_000
 DEFAULT_OUT = Path("outputs/bench/bench.json")
@@ -60,9 +65,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info(device: torch.device, allocator_pinned: bool) -> dict:
+def limit_to_avx2() -> None:
+    """Before the first convolution: oneDNN, MKL and native's build use AVX2 at most."""
+    os.environ.update({"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", NO_AVX512_ENV: "1"})
+
+
+def machine_info(device: torch.device, allocator_pinned: bool, no_avx512: bool = False) -> dict:
     info = {
-        "cpu": cpu_model(),
+        "cpu": cpu_model() + (", limited to AVX2" if no_avx512 else ""),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "freed_memory_kept": allocator_pinned,
@@ -104,6 +114,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="wall",
         help="wall time (default), or the process's CPU time: robust on a busy machine with --threads 1",
     )
+    parser.add_argument(
+        "--no-avx512",
+        action="store_true",
+        help="time what a CPU without AVX-512 gets: oneDNN and MKL limited to AVX2, native built for "
+        "32-byte vectors (x86 CPUs with AVX-512 only)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny shapes and few repeats (a smoke test)")
     parser.add_argument("--no-network", action="store_true", help="skip the training-step measurements")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
@@ -119,6 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
     if args.device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device}")
+    if args.no_avx512 and (args.device.type != "cpu" or not has_avx512(cpu_description())):
+        parser.error("--no-avx512 limits a CPU that has AVX-512 (it times the CPU, so no --device cuda)")
     if args.clock == "cpu" and args.device.type == "cuda":
         parser.error("--clock cpu measures the host only: use the wall clock with --device cuda")
     chosen = [name for name in args.impl or names if args.device.type == "cpu" or name not in CPU_ONLY]
@@ -193,6 +211,8 @@ def epoch_projection(records: list[dict]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.no_avx512:
+        limit_to_avx2()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -201,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     cases = conv_cases(args)
     result: dict = {
-        "machine": machine_info(args.device, allocator_pinned),
+        "machine": machine_info(args.device, allocator_pinned, args.no_avx512),
         "settings": {
             "impls": args.impls,
             "baseline": BASELINE,
@@ -211,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             "slow_batch": args.slow_batch,
             "clock": args.clock,
             "quick": args.quick,
+            "no_avx512": args.no_avx512,
             "cases": {case.name: case.describe() for case in cases},
         },
     }

@@ -10,6 +10,8 @@ and every copy is identical.
 Cache folder: `$CONVLAB_CACHE`, else `$XDG_CACHE_HOME/convlab`, else `~/.cache/convlab`; where that
 cannot be made, a folder of this user's in the temporary directory.
 Compiler: `$CC`, else the first of cc, gcc, clang on the PATH.
+`$CONVLAB_NATIVE_NO_AVX512=1` builds for 32-byte vectors even on a CPU with AVX-512 (and tells
+the compiler not to use it): what a CPU without it gets, for tests and `convlab.bench --no-avx512`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
+NO_AVX512_ENV = "CONVLAB_NATIVE_NO_AVX512"
 C_TYPES = {torch.float32: "float", torch.float64: "double"}
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=gnu11"]
 
@@ -75,15 +78,22 @@ def cpu_description() -> str:
     return "\n".join(sorted({line for line in lines if line.startswith(wanted)}))
 
 
+def has_avx512(cpu: str) -> bool:
+    return "avx512f" in cpu.split()
+
+
 def vector_bytes(cpu: str) -> int:
-    """Width of the kernels' vectors: one AVX-512 register where the CPU has them, else 32 bytes."""
-    return 64 if "avx512f" in cpu.split() else 32
+    """Width of the kernels' vectors: one AVX-512 register where the CPU has them (and
+    $CONVLAB_NATIVE_NO_AVX512 is not 1), else 32 bytes."""
+    return 64 if has_avx512(cpu) and os.environ.get(NO_AVX512_ENV) != "1" else 32
 
 
 def compile_flags(c_type: str, cpu: str, openmp: bool) -> list[str]:
     """The compiler's options for one element type (float, double) on this CPU."""
     openmp_flags = ["-fopenmp"] if openmp else []
-    return [*FLAGS, f"-DREAL={c_type}", f"-DVECTOR_BYTES={vector_bytes(cpu)}", *openmp_flags]
+    # Without AVX-512's 32 vector registers: -march=native would otherwise still use 16 more.
+    narrowed = ["-mno-avx512f"] if has_avx512(cpu) and vector_bytes(cpu) == 32 else []
+    return [*FLAGS, *narrowed, f"-DREAL={c_type}", f"-DVECTOR_BYTES={vector_bytes(cpu)}", *openmp_flags]
 
 
 def _run_compiler(compiler: str, flags: list[str], target: Path) -> subprocess.CompletedProcess:

@@ -44,10 +44,16 @@ static int omp_get_thread_num(void) { return 0; }
 #endif
 #define VL ((long)(VECTOR_BYTES / sizeof(REAL)))
 #define MR 6 /* rows of C per tile */
-#define NV 4 /* vectors of C per tile row: MR * NV accumulators + NV operands fit 32 registers */
 #define LONG_ROW (8 * VL) /* dW by dot products from rows this long */
-#define MR_T 4 /* gemm_t: rows of A per tile */
 #define NR_T 4 /* gemm_t: rows of B per tile */
+/* Tiles that fit the vector registers: accumulators + operands + one broadcast number. */
+#if VECTOR_BYTES == 64
+#define NV 4   /* vectors of C per tile row: 6 x 4 + 4 + 1 of AVX-512's 32 registers */
+#define MR_T 4 /* gemm_t: rows of A per tile, 4 x 4 + 4 + 4 of 32 */
+#else
+#define NV 2   /* 6 x 2 + 2 + 1 of AVX2's 16 registers: 6 x 4 spilled to memory */
+#define MR_T 2 /* 2 x 4 + 2 + 4 of 16 */
+#endif
 
 typedef REAL vec __attribute__((vector_size(VECTOR_BYTES)));
 
@@ -84,7 +90,11 @@ static inline __attribute__((always_inline)) void tile(int mr, int nv, long r_le
     case (mr) * 8 + (nv):                                               \
         tile(mr, nv, r_len, a, lda, b, ldb, c, ldc, accumulate);        \
         break;
+#if NV == 4
 #define TILE_ROW(mr) TILE(mr, 1) TILE(mr, 2) TILE(mr, 3) TILE(mr, 4)
+#else
+#define TILE_ROW(mr) TILE(mr, 1) TILE(mr, 2)
+#endif
 
 /* C (M, N) (+)= A (M, R) @ B (R, N), row-major with leading dimensions lda, ldb, ldc;
  * N a multiple of VL. */
@@ -142,7 +152,10 @@ static void gemm_t(long m_len, long n_len, long r_len, const REAL *a_start, long
             const REAL *a = a_start + m0 * lda, *b = b_start + n0 * ldb;
             REAL *c = c_start + m0 * ldc + n0;
             switch (mr * 8 + nr) {
-                TILE_T_ROW(1) TILE_T_ROW(2) TILE_T_ROW(3) TILE_T_ROW(4)
+                TILE_T_ROW(1) TILE_T_ROW(2)
+#if MR_T == 4
+                TILE_T_ROW(3) TILE_T_ROW(4)
+#endif
             }
         }
     }
