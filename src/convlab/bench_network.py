@@ -12,10 +12,10 @@ on pixel values, and the bench needs no dataset):
   by `lightning.Trainer` (no logger, checkpoint or progress bar) and by a plain
   `for images, labels in loader` loop, over the loader training uses
   (`convlab.in_memory_loader`), 11 rounds, each loop first in every other round.
-  Lightning's training time is
-  measured by `convlab.callbacks.EpochTimer` from epoch start to its last batch,
-  so the Trainer's one-off set-up is reported apart. Wall time, whatever `--clock`
-  says: that is what the EpochTimer measures in every training run.
+  Lightning's training time is measured by `convlab.callbacks.EpochTimer` from
+  epoch start to its last batch, so the Trainer's one-off set-up is reported
+  apart. Wall time, whatever `--clock` says: that is what the EpochTimer measures
+  in every training run.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ unbatched input. A subclass implements one method:
         out:    (N, C_out, H_out, W_out) with H_out = (H_pad - dH*(kH-1) - 1) // sH + 1
 
 using `self.stride`, `self.dilation` and `self.groups`. A subclass that sets
-`pads_zeros_in_conv` gets x without its zero padding instead, and adds the zeros
-`zero_padding_left_to_conv()` names itself (other padding modes still come done).
+`pads_zeros_in_conv` gets x without its zero padding instead and adds the zeros
+`zero_padding_left_to_conv()` names itself (the other padding modes arrive applied).
 """
 
 from __future__ import annotations

@@ -50,10 +50,13 @@ def pointer(t: Tensor | None) -> int | None:
 def kernel_shape(layer: Conv2dBase, x: Tensor, c_out: int) -> Shape:
     """Sizes of the convolution of x (N, C_in, H, W) by `layer`'s kernel, zero padding included."""
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    h_out, w_out = layer.valid_output_shape(x)
+    n, c_in, h_in, w_in = x.shape
+    (h, w), (h_out, w_out) = layer.padded_size(x), layer.valid_output_shape(x)
     left, _, top, _ = layer.zero_padding_left_to_conv()
-    sizes = (c_out, kh, kw, sh, sw, dh, dw, layer.groups, h_out, w_out, *x.shape[2:], top, left)
-    return Shape(*x.shape[:2], *layer.padded_size(x), *sizes)
+    return Shape(
+        n=n, c_in=c_in, h=h, w=w, c_out=c_out, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, groups=layer.groups,
+        h_out=h_out, w_out=w_out, h_in=h_in, w_in=w_in, top=top, left=left,
+    )  # fmt: skip
 
 
 def workspace(lib: ctypes.CDLL, shape: Shape, threads: int, like: Tensor) -> Tensor:
