@@ -67,6 +67,29 @@ def test_every_kernel_path_matches_f_conv2d(path: str, dtype: torch.dtype) -> No
     gradients_match_f_conv2d(layer, x, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+def test_inf_and_nan_reach_the_same_numbers_as_in_f_conv2d(path: str) -> None:
+    """Full-width columns also hold numbers no output reads; an Inf there times a zero output
+    gradient would be a NaN in dW where F.conv2d's is finite. Non-finite in the same places."""
+    settings = dict(PATHS[path])
+    size = settings.pop("size")
+    torch.manual_seed(0)
+    layer = NativeConv2d(**settings, dtype=torch.float64)
+    x = torch.randn(3, layer.in_channels, size, size + 1, dtype=torch.float64)
+    x[0, -1, size // 2, -1], x[1, 0, 1, 0] = float("inf"), float("nan")  # last and first columns
+    x.requires_grad_()
+    out = layer(x)
+    grad_out = torch.randn_like(out)
+    actual = (out, *torch.autograd.grad(out, [x, layer.weight], grad_out))
+    settings = (layer.stride, layer.padding, layer.dilation, layer.groups)
+    expected_out = F.conv2d(x, layer.weight, layer.bias, *settings)
+    expected = (expected_out, *torch.autograd.grad(expected_out, [x, layer.weight], grad_out))
+    assert not expected[0].isfinite().all() and not expected[2].isfinite().all()  # dx does not read x
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.equal(a.isfinite(), e.isfinite())
+        torch.testing.assert_close(a[a.isfinite()], e[e.isfinite()], rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("needed", ["dx only", "dW only"])
 def test_padded_input_with_one_gradient(needed: str) -> None:
     """The kernels pad a copy for dW and crop dx out of a padded one: each on its own."""

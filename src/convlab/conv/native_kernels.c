@@ -214,6 +214,28 @@ static void im2col(const Shape *s, const Layout *l, const REAL *x_g, REAL *cols)
             }
 }
 
+/* Whether n numbers are all finite: x * 0 is 0 for them and NaN for an Inf or a NaN. */
+static int all_finite(const REAL *x, long n) {
+    vec acc = {0};
+    long i = 0;
+    for (; i + VL <= n; i += VL) acc += load(x + i) * 0;
+    REAL sum = 0;
+    for (int lane = 0; lane < VL; lane++) sum += acc[lane];
+    for (; i < n; i++) sum += x[i] * 0;
+    return sum == sum;
+}
+
+/* Full width: zeroes each column row's junk numbers (past W_out in every output row but the last; the
+ * rest of the row past `span` is zero already) where the image x_g (C_in/G, H, W) holds an Inf or a NaN,
+ * so that the weight gradient's products with their zero output gradients stay zero (0 * Inf is NaN).
+ * A finite image, the usual case, costs one pass over it. */
+static void zero_junk(const Shape *s, const Layout *l, const REAL *x_g, REAL *cols) {
+    if (!l->full || l->row == s->w_out || all_finite(x_g, s->c_in / s->groups * s->h * s->w)) return;
+    for (long k = 0; k < l->k; k++)
+        for (long y = 0; y + 1 < s->h_out; y++)
+            memset(cols + k * l->ld + y * l->row + s->w_out, 0, (l->row - s->w_out) * sizeof(REAL));
+}
+
 /* The transpose of compact columns: colsT (P, ld), colsT[y*W_out + x, (c,i,j)]. Numbers K..ld stay as they are. */
 static void im2col_transposed(const Shape *s, const REAL *x_g, REAL *cols_t, long ld) {
     for (long y = 0; y < s->h_out; y++)
@@ -369,9 +391,11 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                             for (long o = 0; o < m; o++)
                                 dout_t[(y * l.row + x) * m + o] = dout_g[o * p + y * s->w_out + x];
                     im2col(s, &l, x_g, cols);
+                    zero_junk(s, &l, x_g, cols);
                     gemm(k, m, l.ld, cols, l.ld, dout_t, m, dw + g * k * m, m, 1);
                 } else if (grad_w && long_rows) {
                     im2col(s, &l, x_g, cols);
+                    zero_junk(s, &l, x_g, cols);
                     gemm_t(m, k, l.ld, dout, l.ld, cols, l.ld, dw + g * m * ldk, ldk);
                 } else if (grad_w) {
                     im2col_transposed(s, x_g, cols, ldk);
