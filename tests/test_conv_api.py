@@ -183,6 +183,19 @@ def test_memory_format_follows_nn_conv2d(conv_cls: type[nn.Module], channels: in
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_output_keeps_the_input_dtype_under_autocast(conv_cls: type[nn.Module], bias: bool) -> None:
+    """bf16 autocast on the CPU (Lightning's bf16-mixed): a hand-written layer computes in whatever
+    precision its operations get and hands back float32 for float32 input, with or without a bias,
+    so that two in a row work. (nn.Conv2d, an autocast op itself, returns bfloat16 instead.)"""
+    first, second = conv_cls(3, 4, 3, bias=bias), conv_cls(4, 2, 3, bias=bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = first(_input(2, 3, 8, 8))
+        out = second(hidden)
+    expected = torch.bfloat16 if conv_cls is nn.Conv2d else torch.float32
+    assert hidden.dtype == out.dtype == expected
+
+
 def test_registry_names_and_lookup() -> None:
     assert list(CONV_LAYERS) == ["vanilla", "unfold", "manual", "fast", "native", "numpy", "torch"]
     assert get_conv("torch") is nn.Conv2d

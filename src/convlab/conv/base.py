@@ -237,6 +237,9 @@ class Conv2dBase(nn.Module):
         x = self._padded(x)
         self._check_kernel_fits(x)
         out = self._conv(x, self.weight, self.bias)
+        # The input's dtype, as F.conv2d gives it: under autocast a matmul inside `_conv` may hand back
+        # half precision, which the next layer's float32 weights would refuse (with a bias it is float32).
+        out = out.to(input.dtype)
         if unbatched:
             return out.squeeze(0)
         # nn.Conv2d hands a channels-last input's output back channels-last (same values either way).
