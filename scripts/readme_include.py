@@ -10,6 +10,9 @@ starting with `stop` (left out), each quoted:
     <!-- include: docs/results/does_it_learn/report.md start="| conv" stop="## Verdicts" -->
     ...replaced by the report's table...
     <!-- /include -->
+    <!-- include: docs/results/verify/verify.md start="| impl | configuration" lines="10" -->
+    ...replaced by the first 10 lines from `start` on...
+    <!-- /include -->
 
 So every results table in the README is what `make bench` or `python -m convlab.report`
 wrote, never typed by hand. Usage: python scripts/readme_include.py [README.md] (`make readme`).
@@ -23,14 +26,16 @@ import sys
 from pathlib import Path
 
 BLOCK = re.compile(
-    r'(?P<open><!-- include: (?P<path>\S+)(?: start="(?P<start>[^"]*)")?(?: stop="(?P<stop>[^"]*)")? -->\n)'
+    r'(?P<open><!-- include: (?P<path>\S+)(?: start="(?P<start>[^"]*)")?(?: stop="(?P<stop>[^"]*)")?'
+    r'(?: lines="(?P<lines>\d+)")? -->\n)'
     r"(?P<body>.*?)(?P<close><!-- /include -->)",
     re.DOTALL,
 )
 
 
-def excerpt(text: str, start: str | None, stop: str | None, path: str) -> str:
-    """The lines of text from the first starting with `start` up to the next starting with `stop`."""
+def excerpt(text: str, start: str | None, stop: str | None, path: str, limit: int | None = None) -> str:
+    """The lines of text from the first starting with `start` up to the next starting with `stop`,
+    at most `limit` of them."""
     lines = text.rstrip("\n").split("\n")
     first = 0
     if start is not None:
@@ -42,6 +47,8 @@ def excerpt(text: str, start: str | None, stop: str | None, path: str) -> str:
         last = next((i for i in range(first + 1, len(lines)) if lines[i].startswith(stop)), None)
         if last is None:
             raise ValueError(f"{path}: no line after {start!r} starts with {stop!r}")
+    if limit is not None:
+        last = min(last, first + limit)
     return "\n".join(lines[first:last]).strip("\n") + "\n"
 
 
@@ -55,7 +62,8 @@ def refresh(readme: Path) -> list[str]:
     pieces, end = [], 0
     for match in blocks:
         source = (readme.parent / match["path"]).read_text()
-        body = excerpt(source, match["start"], match["stop"], match["path"])
+        limit = None if match["lines"] is None else int(match["lines"])
+        body = excerpt(source, match["start"], match["stop"], match["path"], limit)
         pieces += [text[end : match.start()], match["open"], body, match["close"]]
         end = match.end()
     readme.write_text("".join(pieces) + text[end:])

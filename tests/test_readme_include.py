@@ -38,6 +38,15 @@ def test_whole_file_and_excerpts_replace_old_content(tmp_path: Path) -> None:
     assert readme.read_text() == before  # idempotent
 
 
+def test_lines_keeps_the_first_lines_from_start(tmp_path: Path) -> None:
+    (tmp_path / "report.md").write_text(REPORT)
+    readme = tmp_path / "README.md"
+    marker = '<!-- include: report.md start="| conv" lines="2" -->\n'
+    readme.write_text(marker + "old\n<!-- /include -->\n")
+    readme_include.refresh(readme)
+    assert readme.read_text() == marker + "| conv | a |\n|---|---|\n<!-- /include -->\n"
+
+
 @pytest.mark.parametrize(
     "marker, message",
     [
