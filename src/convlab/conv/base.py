@@ -14,9 +14,9 @@ unbatched input. A subclass implements one method:
         bias:   (C_out,) or None
         out:    (N, C_out, H_out, W_out) with H_out = (H_pad - dH*(kH-1) - 1) // sH + 1
 
-using `self.stride`, `self.dilation` and `self.groups`. A subclass that sets
-`pads_zeros_in_conv` gets x without its zero padding instead and adds the zeros
-`zero_padding_left_to_conv()` names itself (the other padding modes arrive applied).
+using `self.stride`, `self.dilation` and `self.groups`. For inputs where a subclass's
+`pads_zeros_in_conv(x)` says so, `_conv` gets x without its zero padding instead and adds
+the zeros `zero_padding_left_to_conv(x)` names itself (the other padding modes arrive applied).
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
 
 class Conv2dBase(nn.Module):
     """Drop-in for `nn.Conv2d` whose computation is left to a subclass's `_conv`."""
-
-    # True where `_conv` adds the zero padding itself rather than receive a padded copy.
-    pads_zeros_in_conv = False
 
     __constants__ = ["stride", "padding", "dilation", "groups", "padding_mode"]
 
@@ -195,21 +192,26 @@ class Conv2dBase(nn.Module):
                 "Kernel size can't be greater than actual input size"
             )
 
-    def zero_padding_left_to_conv(self) -> tuple[int, int, int, int]:
-        """(left, right, top, bottom) zeros that `_conv` adds itself: none unless `pads_zeros_in_conv`."""
-        if self.pads_zeros_in_conv and self.padding_mode == "zeros":
+    def pads_zeros_in_conv(self, x: Tensor) -> bool:
+        """Whether `_conv` adds x's zero padding itself rather than receive a padded copy: never here.
+        A subclass may say yes by device or dtype (not by size: x may come padded or not)."""
+        return False
+
+    def zero_padding_left_to_conv(self, x: Tensor) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zeros `_conv` adds to x itself: none unless `pads_zeros_in_conv(x)`."""
+        if self.padding_mode == "zeros" and self.pads_zeros_in_conv(x):
             return self._padding_per_side()
         return (0, 0, 0, 0)
 
     def padded_size(self, x: Tensor) -> tuple[int, int]:
         """(H_pad, W_pad) of x (N, C, H, W) as `_conv` receives it, with the zeros it adds itself."""
-        left, right, top, bottom = self.zero_padding_left_to_conv()
+        left, right, top, bottom = self.zero_padding_left_to_conv(x)
         return x.shape[2] + top + bottom, x.shape[3] + left + right
 
     def _padded(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right), less what `_conv` pads itself."""
         pad = self._padding_per_side()
-        if not any(pad) or any(self.zero_padding_left_to_conv()):
+        if not any(pad) or any(self.zero_padding_left_to_conv(x)):
             return x
         if self.padding_mode == "zeros":
             return F.pad(x, pad, mode="constant", value=0.0)

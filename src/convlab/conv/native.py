@@ -23,7 +23,6 @@ import ctypes
 import threading
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -52,7 +51,7 @@ def kernel_shape(layer: Conv2dBase, x: Tensor, c_out: int) -> Shape:
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
     n, c_in, h_in, w_in = x.shape
     (h, w), (h_out, w_out) = layer.padded_size(x), layer.valid_output_shape(x)
-    left, _, top, _ = layer.zero_padding_left_to_conv()
+    left, _, top, _ = layer.zero_padding_left_to_conv(x)
     return Shape(
         n=n, c_in=c_in, h=h, w=w, c_out=c_out, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, groups=layer.groups,
         h_out=h_out, w_out=w_out, h_in=h_in, w_in=w_in, top=top, left=left,
@@ -109,16 +108,17 @@ class _NativeConvFunction(torch.autograd.Function):
 class NativeConv2d(FastConv2d):
     """C kernels for float32 and float64 on the CPU; `fast`'s PyTorch path for other devices and dtypes.
 
-    The kernels add zero padding one image at a time (`pads_zeros_in_conv`); `fast`'s path gets it
-    from F.pad, as every other layer here does.
+    The kernels add zero padding one image at a time (`pads_zeros_in_conv`); `fast`'s path gets its
+    input padded by Conv2dBase, as every other layer here does.
     """
 
-    pads_zeros_in_conv = True
+    def pads_zeros_in_conv(self, x: Tensor) -> bool:
+        """Yes where the C kernels run: float32 and float64 on the CPU."""
+        return x.device.type == "cpu" and x.dtype in C_TYPES
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """x (N, C_in, H, W) without its zero padding, weight (C_out, C_in/groups, kH, kW)
-        -> (N, C_out, H_out, W_out)."""
-        if x.device.type == "cpu" and x.dtype in C_TYPES:
+        """x (N, C_in, H, W), without its zero padding where the kernels run, weight (C_out, C_in/groups,
+        kH, kW) -> (N, C_out, H_out, W_out)."""
+        if self.pads_zeros_in_conv(x):
             return _NativeConvFunction.apply(x, weight, bias, self)
-        zeros = self.zero_padding_left_to_conv()
-        return super()._conv(F.pad(x, zeros) if any(zeros) else x, weight, bias)
+        return super()._conv(x, weight, bias)
