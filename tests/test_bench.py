@@ -72,7 +72,9 @@ def test_network_part_times_training_steps_and_both_loops(tmp_path):
     assert [r["impl"] for r in network["training_step"]] == ["torch", "manual"]
     assert all(r["images_per_s"] > 0 for r in network["training_step"])
     loop = network["loop_overhead"]
-    assert loop["plain_images_per_s"] > 0 and loop["lightning_images_per_s"] > 0 and loop["ratio"] > 0
+    assert {"plain_images_per_s", "plain_with_sums_images_per_s", "lightning_images_per_s"} <= loop.keys()
+    assert all(loop[f"{name}_images_per_s"] > 0 for name in ("plain", "plain_with_sums", "lightning"))
+    assert loop["ratio"] > 0 and loop["ratio_to_bare_loop"] > 0 and loop["rounds"] == 2
     assert "Lightning" in markdown
 
 

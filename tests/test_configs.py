@@ -10,9 +10,11 @@ import lightning as L
 import pytest
 from harness import CONFIGS, REPO, compose_train
 from hydra.utils import instantiate
+from lightning.pytorch.profilers import SimpleProfiler
 
 from convlab.conv import CONV_LAYERS
 from convlab.data import MNISTDataModule
+from convlab.lean_profiler import LeanPassThroughProfiler
 from convlab.model import LitClassifier, ReferenceNet
 from convlab.train import instantiate_all
 
@@ -71,6 +73,13 @@ def test_trainer_and_callbacks(tmp_path: Path):
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 3
     assert len(instantiate_all(compose_train([], tmp_path).callbacks)) == 3
+
+
+def test_trainer_profiles_nothing_by_default_and_what_the_command_line_names(tmp_path: Path):
+    default = instantiate(compose_train([], tmp_path).trainer, logger=False)
+    assert type(default.profiler) is LeanPassThroughProfiler
+    simple = instantiate(compose_train(["trainer.profiler=simple"], tmp_path).trainer, logger=False)
+    assert type(simple.profiler) is SimpleProfiler
 
 
 def test_defaults_and_run_dirs(tmp_path: Path):

@@ -132,6 +132,22 @@ def test_written_out_step_equals_lightnings_automatic_one(fake_data: list[str], 
     assert runs["accumulate"]["conv_drift"] != runs["written_out"]["conv_drift"]
 
 
+def test_lean_profiler_changes_no_result_and_lightnings_profilers_still_profile(
+    fake_data: list[str], tmp_path: Path
+):
+    base = [*fake_data, "trainer.max_epochs=1"]
+    _, lean = train(base, tmp_path / "lean")
+    simple = [
+        "trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
+        f"+trainer.profiler.dirpath={tmp_path}",
+        "+trainer.profiler.filename=simple",
+    ]
+    _, profiled = train([*base, *simple], tmp_path / "profiled")
+    assert comparable(profiled["metrics"]) == comparable(lean["metrics"])
+    report = (tmp_path / "fit-simple.txt").read_text()
+    assert "run_training_batch" in report and "SingleDeviceStrategy.training_step" in report
+
+
 def test_multirun_of_two_jobs(fake_data: list[str], tmp_path: Path):
     command = [sys.executable, "train.py", "-m", "conv=torch,unfold", *fake_data, "trainer.max_epochs=1"]
     command += [f"hydra.sweep.dir={tmp_path}", f"paths.log_dir={tmp_path}"]

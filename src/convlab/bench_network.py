@@ -9,13 +9,18 @@ on pixel values, and the bench needs no dataset):
   images per second and as a ratio to `nn.Conv2d`. The Python-loop layers are
   left out: their conv times alone already project hours per epoch.
 - loop overhead: the same `LitClassifier` trained for one pass over the batches
-  by `lightning.Trainer` (no logger, checkpoint or progress bar) and by a plain
-  `for images, labels in loader` loop, over the loader training uses
-  (`convlab.in_memory_loader`), 11 rounds, each loop first in every other round.
-  Lightning's training time is measured by `convlab.callbacks.EpochTimer` from
-  epoch start to its last batch, so the Trainer's one-off set-up is reported
-  apart. Wall time, whatever `--clock` says: that is what the EpochTimer measures
-  in every training run.
+  by `lightning.Trainer` (no logger, checkpoint or progress bar; the profiler
+  training uses, `convlab.lean_profiler`) and by a plain `for images, labels in
+  loader` loop, over the loader training uses (`convlab.in_memory_loader`). The
+  plain loop runs twice: bare, and keeping the epoch loss and accuracy that
+  `LitClassifier` keeps (`convlab.epoch_sums`, five small tensor operations a
+  step). Lightning's loop is compared with the second, which does the same work,
+  so that the ratio is the cost of the loop alone; the bare loop's ratio is
+  reported beside it. 21 rounds, the three loops in a shuffled order each round,
+  ratios paired within the round. Lightning's training time is measured by
+  `convlab.callbacks.EpochTimer` from epoch start to its last batch, so the
+  Trainer's one-off set-up is reported apart. Wall time, whatever `--clock`
+  says: that is what the EpochTimer measures in every training run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import random
 import time
 import warnings
 
@@ -36,7 +42,9 @@ from torch.utils.data import DataLoader
 from convlab.bench_cases import BASELINE, CONTEXTS, IMPLEMENTATIONS, SLOW_IMPLS
 from convlab.bench_timing import CLOCKS, interleaved_times, summarize, synchronizer
 from convlab.callbacks import EpochTimer
+from convlab.epoch_sums import EpochSums
 from convlab.in_memory_loader import InMemoryDataset, in_memory_loader
+from convlab.lean_profiler import LeanPassThroughProfiler
 from convlab.model import LitClassifier, ReferenceNet
 
 BATCH_SIZE = 64
@@ -51,9 +59,20 @@ def synthetic_batches(steps: int, device: torch.device, seed: int = 0) -> tuple[
     return images.to(device), labels.to(device)
 
 
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor) -> None:
+def train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    labels: Tensor,
+    sums: EpochSums | None = None,
+) -> None:
+    """One SGD step on images (N, 1, 28, 28), labels (N,); adds the batch to `sums` when given."""
     optimizer.zero_grad()
-    F.nll_loss(net(images), labels).backward()
+    log_probs = net(images)
+    loss = F.nll_loss(log_probs, labels)
+    if sums is not None:
+        sums.update(log_probs, labels, loss)
+    loss.backward()
     optimizer.step()
 
 
@@ -126,6 +145,7 @@ def lightning_epoch(model: LitClassifier, loader: DataLoader, device: torch.devi
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        profiler=LeanPassThroughProfiler(),
         callbacks=[timer],
     )
     start = time.perf_counter()
@@ -135,45 +155,65 @@ def lightning_epoch(model: LitClassifier, loader: DataLoader, device: torch.devi
     return timer.train_seconds, time.perf_counter() - start
 
 
-def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Seconds for one pass over loader with a bare PyTorch training loop."""
+def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device, keep_sums: bool = False) -> float:
+    """Seconds for one pass over loader with a bare PyTorch training loop.
+
+    keep_sums: also keep the epoch's loss and accuracy sums, as `LitClassifier` does.
+    """
     sync, optimizer = synchronizer(device), SGD(net.parameters())
+    sums = EpochSums() if keep_sums else None
     net.train()
     start = time.perf_counter()
     for images, labels in loader:
-        train_step(net, optimizer, images, labels)
+        train_step(net, optimizer, images, labels, sums)
+    if sums is not None:
+        sums.compute_and_reset(lambda total: total, device)  # one process: the sums are the totals
     sync()
     return time.perf_counter() - start
 
 
+LOOPS = ("plain", "plain_with_sums", "lightning")
+
+
 def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASELINE) -> dict:
-    """Lightning's training loop against a plain one: the same model, batches and optimizer, alternately."""
+    """Lightning's training loop against plain ones: the same model, batches and optimizer, interleaved."""
     images, labels = synthetic_batches(4 if args.quick else 100, args.device, seed=1)
     loader = in_memory_loader(InMemoryDataset(images, labels), BATCH_SIZE)  # as in training
     model = LitClassifier(ReferenceNet(IMPLEMENTATIONS[conv]), optimizer=SGD).to(args.device)
-    rounds = 2 if args.quick else 11
-    plain, lightning, setup = [], [], []
+    rounds = 2 if args.quick else 21
+    epochs = {
+        "plain": lambda: plain_epoch(model.net, loader, args.device),
+        "plain_with_sums": lambda: plain_epoch(model.net, loader, args.device, keep_sums=True),
+        "lightning": lambda: lightning_epoch(model, loader, args.device),
+    }
+    times: dict[str, list[float]] = {name: [] for name in LOOPS}
+    setup, order, shuffler = [], list(LOOPS), random.Random(0)
     task = progress.add_task("lightning vs plain loop", total=rounds)
-    for round_ in range(rounds):
-        # Each loop goes first in half the rounds, so that neither always runs on a warmer machine.
-        if round_ % 2:
-            plain.append(plain_epoch(model.net, loader, args.device))
-        train_s, fit_s = lightning_epoch(model, loader, args.device)
-        lightning.append(train_s)
-        setup.append(fit_s - train_s)
-        if not round_ % 2:
-            plain.append(plain_epoch(model.net, loader, args.device))
+    for _ in range(rounds):
+        # A new order each round, so that no loop always runs first, on a warmer or a quieter machine.
+        shuffler.shuffle(order)
+        for name in order:
+            seconds = epochs[name]()
+            if name == "lightning":
+                train_s, fit_s = seconds
+                times[name].append(train_s)
+                setup.append(fit_s - train_s)
+            else:
+                times[name].append(seconds)
         progress.advance(task)
     progress.remove_task(task)
-    summaries = summarize({"plain": plain, "lightning": lightning}, "plain")
+    same_work = summarize(times, "plain_with_sums")
+    bare = summarize(times, "plain")
     return {
         "conv": conv,
         "images": len(images),
         "rounds": rounds,
-        "plain_images_per_s": len(images) / summaries["plain"].median_s,
-        "lightning_images_per_s": len(images) / summaries["lightning"].median_s,
-        "ratio": summaries["lightning"].ratio,
-        "ratio_iqr": [summaries["lightning"].ratio_q1, summaries["lightning"].ratio_q3],
+        **{f"{name}_images_per_s": len(images) / same_work[name].median_s for name in LOOPS},
+        "ratio": same_work["lightning"].ratio,
+        "ratio_iqr": [same_work["lightning"].ratio_q1, same_work["lightning"].ratio_q3],
+        "ratio_to_bare_loop": bare["lightning"].ratio,
+        "ratio_to_bare_loop_iqr": [bare["lightning"].ratio_q1, bare["lightning"].ratio_q3],
+        "sums_ratio_to_bare_loop": bare["plain_with_sums"].ratio,
         "lightning_setup_s": sorted(setup)[len(setup) // 2],
     }
 

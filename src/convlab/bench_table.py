@@ -95,13 +95,16 @@ def network_tables(network: dict) -> list[str]:
     lines += [
         "",
         f"Training loop, conv=`{loop['conv']}`, {loop['images']:,} images per pass, "
-        f"{loop['rounds']} passes each:",
+        f"{loop['rounds']} passes each, in a shuffled order each round:",
         "",
-        "| loop | images/s | time ratio to the plain loop |",
-        "|---|---|---|",
-        f"| plain PyTorch | {loop['plain_images_per_s']:,.0f} | 1.00× |",
+        "| loop | images/s | time ratio to the plain loop with the same sums | to the bare plain loop |",
+        "|---|---|---|---|",
+        f"| plain PyTorch, bare | {loop['plain_images_per_s']:,.0f} | – | 1.00× |",
+        f"| plain PyTorch + the epoch loss and accuracy sums `LitClassifier` keeps "
+        f"| {loop['plain_with_sums_images_per_s']:,.0f} | 1.00× | {loop['sums_ratio_to_bare_loop']:.2f}× |",
         f"| Lightning `Trainer` + `LitClassifier` | {loop['lightning_images_per_s']:,.0f} "
-        f"| {ratio_cell(loop['ratio'], loop['ratio_iqr'])} |",
+        f"| {ratio_cell(loop['ratio'], loop['ratio_iqr'])} "
+        f"| {ratio_cell(loop['ratio_to_bare_loop'], loop['ratio_to_bare_loop_iqr'])} |",
         "",
         "Lightning's one-off set-up per `fit` call (not in the ratio): "
         f"{duration(loop['lightning_setup_s'] * 1e3)}.",
