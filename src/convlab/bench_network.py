@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import random
 import time
 import warnings
+from collections.abc import Iterator
 
 import lightning as L
 import torch
@@ -135,24 +137,39 @@ def training_step_times(args: argparse.Namespace, progress: Progress) -> list[di
 def lightning_epoch(model: LitClassifier, loader: DataLoader, device: torch.device) -> tuple[float, float]:
     """(seconds of the training batches, seconds of the whole `fit` call) for one pass over loader."""
     timer = EpochTimer()
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        profiler=LeanPassThroughProfiler(),
-        callbacks=[timer],
-    )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    with quiet_lightning():
+        trainer = L.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            profiler=LeanPassThroughProfiler(),
+            callbacks=[timer],
+        )
+        start = time.perf_counter()
         trainer.fit(model, train_dataloaders=loader)
     return timer.train_seconds, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Without the lines each `fit` prints (the accelerators found, a tip, no validation loader), which
+    would bury the bench's own progress under 21 copies; warnings and errors still show."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in ("does not have many workers", "no `val_dataloader`", "LeafSpec"):
+                warnings.filterwarnings("ignore", f".*{message}.*")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device, keep_sums: bool = False) -> float:
