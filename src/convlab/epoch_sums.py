@@ -7,7 +7,7 @@ processes first so that every image counts once, whichever process saw it.
 torchmetrics' `MeanMetric` and `MulticlassAccuracy` did the same job at several
 times the cost per step: with them Lightning's loop took 1.15-1.17 times a plain
 PyTorch loop, with sums 1.09-1.12 (A/B runs in one process of
-`convlab.bench_network.loop_overhead`'s two loops, one and two threads). Adding
+`convlab.bench_network.loop_overhead`'s Lightning and bare plain loops, one and two threads). Adding
 in place rather than stacking a new (3,) tensor each step saves another 30 µs a
 step (Lightning's loop minus the plain one on a one-layer net, where the loop's
 own cost is all there is to see).
