@@ -198,11 +198,6 @@ def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASE
     loader = in_memory_loader(InMemoryDataset(images, labels), BATCH_SIZE)  # as in training
     model = LitClassifier(ReferenceNet(IMPLEMENTATIONS[conv]), optimizer=SGD).to(args.device)
     rounds = 2 if args.quick else 21
-    epochs = {
-        "plain": lambda: plain_epoch(model.net, loader, args.device),
-        "plain_with_sums": lambda: plain_epoch(model.net, loader, args.device, keep_sums=True),
-        "lightning": lambda: lightning_epoch(model, loader, args.device),
-    }
     times: dict[str, list[float]] = {name: [] for name in LOOPS}
     setup, order, shuffler = [], list(LOOPS), random.Random(0)
     task = progress.add_task("lightning vs plain loop", total=rounds)
@@ -210,13 +205,12 @@ def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASE
         # A new order each round, so that no loop always runs first, on a warmer or a quieter machine.
         shuffler.shuffle(order)
         for name in order:
-            seconds = epochs[name]()
             if name == "lightning":
-                train_s, fit_s = seconds
-                times[name].append(train_s)
+                train_s, fit_s = lightning_epoch(model, loader, args.device)
                 setup.append(fit_s - train_s)
             else:
-                times[name].append(seconds)
+                train_s = plain_epoch(model.net, loader, args.device, keep_sums=name == "plain_with_sums")
+            times[name].append(train_s)
         progress.advance(task)
     progress.remove_task(task)
     same_work = summarize(times, "plain_with_sums")
