@@ -68,7 +68,7 @@ def test_logger_option(logger: str, tmp_path: Path):
 def test_trainer_and_callbacks(tmp_path: Path):
     cfg = compose_train(["trainer.max_epochs=3", "callbacks.conv_monitor=null"], tmp_path)
     callbacks = instantiate_all(cfg.callbacks)
-    assert [type(c).__name__ for c in callbacks] == ["ModelCheckpoint", "TQDMProgressBar"]
+    assert [type(c).__name__ for c in callbacks] == ["ModelCheckpoint", "RunningLossProgressBar"]
     assert callbacks[0].dirpath == str(tmp_path / "checkpoints")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 3

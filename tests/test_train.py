@@ -3,18 +3,23 @@ resume, a multirun; and one real-data run that must learn."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 import yaml
 from harness import REPO, compose_train, fake_data_overrides, real_mirror, write_fake_mnist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from convlab.callbacks import progress_bar
 from convlab.conv import CONV_LAYERS
+from convlab.in_memory_loader import InMemoryDataset, in_memory_loader
+from convlab.model import LitClassifier, ReferenceNet
 from convlab.train import run
 
 METRIC_KEYS = {
@@ -174,3 +179,29 @@ def test_progress_bar_redraws_less_when_output_is_a_file(monkeypatch):
     assert progress_bar(refresh_rate=1, redirected_refresh_rate=100).refresh_rate == 1
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
     assert progress_bar(refresh_rate=1, redirected_refresh_rate=100).refresh_rate == 100
+
+
+def test_progress_bar_shows_the_running_loss_every_log_every_n_steps(tmp_path: Path):
+    """7 batches, log_every_n_steps=3: nothing before batch 3, the running loss after batch 3, after
+    batch 6 the loss of batches 1-6 until the end of the epoch; the training step logs nothing itself."""
+    images, labels = torch.randn(7 * 4, 1, 28, 28), torch.randint(0, 10, (7 * 4,))
+    loader = in_memory_loader(InMemoryDataset(images, labels), batch_size=4)
+    model = LitClassifier(
+        ReferenceNet(CONV_LAYERS["torch"]), optimizer=functools.partial(torch.optim.SGD, lr=0.01)
+    )
+    bar = progress_bar(refresh_rate=1, redirected_refresh_rate=1)
+    seen, expected = [], {}
+
+    class Watch(L.Callback):  # runs after the bar: sees what the bar shows after each batch
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(bar.get_metrics(trainer, pl_module).get("train/loss_so_far"))
+            expected[batch_idx] = pl_module.epoch_sums["train"].running_loss()
+
+    trainer = L.Trainer(
+        max_epochs=1, log_every_n_steps=3, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, callbacks=[bar, Watch()], default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, train_dataloaders=loader)
+    assert seen == [None, None, expected[2], expected[2], expected[2], expected[5], expected[5]]
+    assert expected[2] != expected[5]
+    assert "train/loss_so_far" not in trainer.progress_bar_metrics

@@ -174,12 +174,6 @@ class LitClassifier(L.LightningModule):
             loss = self._step(batch, "train")
             self.manual_backward(loss)
             optimizer.step()
-        # The progress bar's running loss (this process's), every log_every_n_steps steps: the epoch's
-        # own train/loss is logged when the epoch ends, and a slow layer's epoch can take hours.
-        if (batch_idx + 1) % self.trainer.log_every_n_steps == 0:
-            self.log(
-                "train/loss_so_far", self.epoch_sums["train"].running_loss(), prog_bar=True, logger=False
-            )
         return loss
 
     def on_train_epoch_end(self) -> None:
