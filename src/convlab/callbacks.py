@@ -33,8 +33,9 @@ class RunningLossProgressBar(TQDMProgressBar):
     only when the epoch ends, and a slow layer's epoch can take hours.
 
     Read here rather than `self.log`-ged by the training step: each such call cost Lightning 0.5-1 ms,
-    and every later step of the epoch paid for converting the logged value for the bar again (together
-    0.7 percentage points of Lightning's loop over a plain one, `convlab.bench_network.loop_overhead`).
+    and every later step of the epoch paid for converting the logged value for the bar again: together
+    0.7 percentage points of Lightning's loop over a plain one (a 40-round A/B in the setting of
+    `convlab.bench_network.loop_overhead`).
     Between updates the bar keeps the last value, also into the next epoch's first steps.
     """
 
