@@ -11,7 +11,7 @@ from torch import nn
 from convlab.conv.base import Conv2dBase
 from convlab.conv.fast import FastConv2d
 from convlab.conv.manual import ManualConv2d
-from convlab.conv.native import NativeConv2d
+from convlab.conv.native.layer import NativeConv2d
 from convlab.conv.numpy import NumpyConv2d
 from convlab.conv.unfold import UnfoldConv2d
 from convlab.conv.vanilla import VanillaConv2d

@@ -26,7 +26,7 @@ speed is everything around it. Each point was measured with `python -m convlab.b
    columns, and temporaries live in scratch buffers. A fresh multi-megabyte
    tensor can cost page faults (the C allocator hands freed memory back to the
    OS), at the reference shapes more than the copies that fill it; the bench
-   and train.py switch that off for every layer (`convlab.allocator`).
+   and train.py switch that off for every layer (`convlab.training.allocator`).
 5. A batch that fits in one chunk leaves its columns in the buffer for the
    backward; a larger one has them recomputed chunk by chunk from x (only x
    and W are saved, as in `nn.Conv2d`). dx is computed only when x needs a

@@ -19,7 +19,7 @@ each pixel it runs for, so each is done as far out as it can go: the filter
 `weight[f]` once per filter, the band of input rows once per output row, the
 bias once per output map. Each output row is built with `torch.stack`, with no
 per-pixel in-place writes into a preallocated tensor (which autograd records as
-a chain of copies). `convlab.bench_vanilla_original` keeps the first version,
+a chain of copies). `convlab.bench.original_loops` keeps the first version,
 which is 3-6 times slower (README, "Speed").
 """
 

@@ -1,0 +1,1 @@
+"""Does it learn? Statistics over probe runs, verdicts and hints, the report and its pictures."""

@@ -1,0 +1,1 @@
+"""The harness behind train.py: the reference network, its LightningModule, data, callbacks, probes."""

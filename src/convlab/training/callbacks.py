@@ -1,0 +1,175 @@
+"""Callbacks: what the conv layers do during training (TensorBoard), and how fast the epochs run."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.utils import make_grid
+
+from convlab.training.probes import conv_drift, conv_layers, redrawn_conv_copy
+
+
+def progress_bar(refresh_rate: int = 1, redirected_refresh_rate: int = 100) -> TQDMProgressBar:
+    """Lightning's progress bar with the running loss, redrawn every `refresh_rate` steps on a terminal.
+
+    When the output goes to a file (a SLURM log, `> run.log`) every redraw is a new line: a 20-epoch
+    `make train` wrote 35,000 of them. There it is redrawn every `redirected_refresh_rate` steps.
+    """
+    return RunningLossProgressBar(
+        refresh_rate=refresh_rate if sys.stdout.isatty() else redirected_refresh_rate
+    )
+
+
+class RunningLossProgressBar(TQDMProgressBar):
+    """Shows `train/loss_so_far`, the mean training loss of the epoch so far in this process, read from
+    `LitClassifier.epoch_sums` every `log_every_n_steps` steps: the epoch's own train/loss is logged
+    only when the epoch ends, and a slow layer's epoch can take hours.
+
+    Read here rather than `self.log`-ged by the training step: each such call cost Lightning 0.5-1 ms,
+    and every later step of the epoch paid for converting the logged value for the bar again: together
+    0.7 percentage points of Lightning's loop over a plain one (a 40-round A/B in the setting of
+    `convlab.bench.network.loop_overhead`).
+    Between updates the bar keeps the last value, also into the next epoch's first steps.
+    """
+
+    def __init__(self, refresh_rate: int = 1) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.loss_so_far: float | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx):
+        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+            self.loss_so_far = pl_module.epoch_sums["train"].running_loss()
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.loss_so_far is not None:
+            metrics["train/loss_so_far"] = self.loss_so_far
+        return metrics
+
+
+class ConvMonitor(L.Callback):
+    """Logs per conv layer the gradient norm (every log_every_n_steps steps) and the relative weight drift
+    ||W - W0|| / ||W0|| (each epoch), and conv1's filters as an image grid in TensorBoard.
+
+    W0 is `LitClassifier.initial_params`, the weights the run started from (kept across resume).
+    filter_zoom: each filter pixel becomes a zoom x zoom block, so 5x5 filters are visible.
+    """
+
+    def __init__(self, filter_layer: str = "conv1", filter_zoom: int = 8) -> None:
+        self.filter_layer = filter_layer
+        self.filter_zoom = filter_zoom
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        # Only on the steps the loggers write (every log_every_n_steps): a self.log call costs about
+        # half a millisecond, 10% of a reference-network step, and the other steps' values are dropped.
+        if (trainer.global_step + 1) % trainer.log_every_n_steps != 0:
+            return
+        for name, layer in conv_layers(pl_module.net).items():
+            if layer.weight.grad is not None:
+                pl_module.log(
+                    f"conv_grad_norm/{name}", layer.weight.grad.norm(), on_step=True, on_epoch=False
+                )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, drift in conv_drift(pl_module.net, pl_module.initial_params).items():
+            # Equal in every DDP process (the weights move in lockstep); sync_dist only says so.
+            pl_module.log(f"conv_drift/{name}", drift, on_step=False, on_epoch=True, sync_dist=True)
+        grid = self.filter_grid(conv_layers(pl_module.net)[self.filter_layer].weight)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(f"filters/{self.filter_layer}", grid, trainer.current_epoch)
+
+    def filter_grid(self, weight: torch.Tensor) -> torch.Tensor:
+        """weight (C_out, C_in, kH, kW) -> image (3, H, W), one min-max scaled tile per (filter, channel)."""
+        tiles = weight.detach().cpu().flatten(0, 1).unsqueeze(1)  # (C_out * C_in, 1, kH, kW)
+        tiles = F.interpolate(tiles, scale_factor=self.filter_zoom, mode="nearest")
+        # One row per filter across its input channels; conv1 (one input channel) fits on one row.
+        per_row = weight.shape[1] if weight.shape[1] > 1 else weight.shape[0]
+        return make_grid(tiles, nrow=per_row, normalize=True, pad_value=1)
+
+
+class RedrawnConvAccuracy(L.Callback):
+    """Logs `test/redrawn_conv_acc`: the test accuracy of the trained network with its conv weights
+    re-drawn from their init distribution (`convlab.training.probes.redrawn_conv_copy`, seeded with `seed`).
+
+    It runs inside the test pass, on exactly the batches the test sees, in every process, so under
+    DDP each test image counts once and the accuracy is summed over processes (torchmetrics), and
+    under ddp_spawn the number reaches the main process with the other logged metrics.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.net = redrawn_conv_copy(pl_module.net, self.seed).to(pl_module.device).eval()
+        self.accuracy = MulticlassAccuracy(num_classes=10, average="micro").to(pl_module.device)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+        images, labels = batch
+        self.accuracy.update(self.net(images).argmax(dim=1), labels)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # compute() already sums the counts over processes; sync_dist then averages equal values.
+        pl_module.log("test/redrawn_conv_acc", self.accuracy.compute(), sync_dist=True)
+
+
+class EpochTimer(L.Callback):
+    """Wall time per training epoch (validation included) and training images per second.
+
+    images_per_s counts only the training batches: from epoch start to the end of its last batch.
+    Also counts the images a training epoch and the test pass see (after subsets and limit_*_batches).
+    """
+
+    def __init__(self) -> None:
+        self.epoch_times: list[float] = []
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self.images_last_epoch = 0
+        self.test_images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._epoch_images = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._last_batch_end = time.perf_counter()
+        self._epoch_images += batch[1].shape[0]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_times.append(time.perf_counter() - self._epoch_start)
+        self.train_seconds += self._last_batch_end - self._epoch_start
+        self.train_images += self._epoch_images
+        self.images_last_epoch = self._epoch_images
+        # Logged, not only kept here: under ddp_spawn training runs in worker processes that hand back
+        # only the weights and the logged metrics. Under DDP images add up over processes; the epoch
+        # lasts as long as its slowest process.
+        counts = {"perf/train_images": float(self.images_last_epoch), "perf/images_per_s": self.images_per_s}
+        pl_module.log_dict(counts, sync_dist=True, reduce_fx="sum")
+        epochs = {"perf/epoch_time_s": self.epoch_time_s, "perf/epochs": float(trainer.current_epoch + 1)}
+        pl_module.log_dict(epochs, sync_dist=True, reduce_fx="max")
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_images = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+        self.test_images += batch[1].shape[0]
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("perf/test_images", float(self.test_images), sync_dist=True, reduce_fx="sum")
+
+    @property
+    def epoch_time_s(self) -> float | None:
+        """Mean over the epochs this process trained (a resumed run times only its own)."""
+        return sum(self.epoch_times) / len(self.epoch_times) if self.epoch_times else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.train_images / self.train_seconds if self.train_seconds > 0 else None

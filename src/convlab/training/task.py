@@ -1,0 +1,165 @@
+"""The training task behind `python train.py`: fit, test, probe measurements, results.json.
+
+`run(cfg)` takes the composed Hydra config (configs/train.yaml), builds every piece with
+`hydra.utils.instantiate`, trains and tests, measures the probe metrics of `convlab.training.probes`,
+writes `results.json` into the run directory and returns the metric `cfg.optimized_metric`
+names (a key of results.json's "metrics"), which Hydra sweepers optimise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from convlab.training.allocator import keep_freed_memory
+from convlab.training.callbacks import EpochTimer, RedrawnConvAccuracy
+from convlab.training.distributed import refuse_script_relaunch_in_multirun
+from convlab.training.probes import conv_drift, frozen_unchanged
+from convlab.training.seeding import derived_seed
+from convlab.training.threads import set_threads
+
+# In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a config group such as `callbacks` or `logger`; null entries are off."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides of this job (`conv=unfold seed=1`), or none when composed outside `@hydra.main`."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def measure(model, fit_metrics: dict, test: dict) -> dict:
+    """The "metrics" of results.json: final test scores and what the probes measure.
+
+    fit_metrics: what training logged (trainer.callback_metrics after fit); test: what testing logged.
+    Logged metrics and the weights are all this reads: Lightning synchronises the metrics over DDP
+    processes, and under ddp_spawn they are all that comes back from the worker processes.
+    A run resumed from a checkpoint whose training had already finished trains no epoch: its
+    timings are None and its epoch count is the checkpoint's.
+    """
+
+    def perf(name: str) -> float | None:
+        value = fit_metrics.get(f"perf/{name}")
+        return None if value is None else float(value)
+
+    trained = perf("epochs")
+    return {
+        "test_acc": test["test/acc"],
+        "test_loss": test["test/loss"],
+        "best_val_acc": model.best_val_acc.item(),
+        "redrawn_conv_test_acc": test["test/redrawn_conv_acc"],
+        "conv_drift": conv_drift(model.net, model.initial_params),
+        "frozen_unchanged": frozen_unchanged(model.net, model.initial_params),
+        "epochs": int(trained) if trained is not None else model.current_epoch,
+        "epoch_time_s": perf("epoch_time_s"),
+        "images_per_s": perf("images_per_s"),
+        "train_images": int(perf("train_images") or 0),
+        "test_images": int(test["perf/test_images"]),
+    }
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
+    """Run settings with final metrics, for TensorBoard's HParams tab (each logger's hparams file too)."""
+    optimizer = cfg.model.optimizer
+    hparams = {
+        "conv": cfg.conv.name,
+        "probe": cfg.probe.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "optimizer": optimizer._target_.rsplit(".", 1)[-1],
+        "lr": optimizer.lr,
+        "batch_size": cfg.data.batch_size,
+        "conv_init": cfg.model.net.conv_init,
+        "train_subset": str(cfg.data.train_subset),
+    }
+    final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    final.update({f"final/conv_drift_{layer}": v for layer, v in metrics["conv_drift"].items()})
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # The HParams tab pairs settings with metrics written by this same call.
+            logger.log_hyperparams(hparams, metrics=final, step=trainer.global_step)
+            # The logger wrote its hparams.yaml when fit ended, still empty, and never rewrites it.
+            save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, logger.hparams)
+        else:
+            logger.log_hyperparams(hparams)
+            logger.log_metrics(final, step=trainer.global_step)
+        logger.finalize("success")
+
+
+def print_metrics(metrics: dict, path: Path) -> None:
+    table = Table(title="final metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if isinstance(value, dict):
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in value.items())
+        table.add_row(key, shown)
+    console = Console()
+    console.print(table)
+    console.print(f"results.json: {path}", soft_wrap=True)
+
+
+def print_lightning_logs_once() -> None:
+    """Drop the console handler package `lightning` adds to its logger when the root logger (Hydra's,
+    which also writes the run's train.log) already prints: otherwise every Lightning line shows twice."""
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+
+
+def run(cfg: DictConfig) -> float:
+    """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
+    print_lightning_logs_once()
+    keep_freed_memory()  # steady step times from run to run (convlab.training.allocator)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    # Always attached: results.json needs their numbers whatever the callbacks config holds.
+    measurements = [EpochTimer(), RedrawnConvAccuracy(derived_seed(cfg.seed, "redraw conv"))]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*instantiate_all(cfg.get("callbacks")), *measurements],
+        logger=instantiate_all(cfg.get("logger")) or False,
+    )
+    refuse_script_relaunch_in_multirun(trainer)
+    set_threads(cfg.get("threads"), processes=trainer.num_devices)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = dict(trainer.callback_metrics)  # testing starts a fresh set
+    test = trainer.test(model, datamodule=datamodule)[0]
+    metrics = measure(model, fit_metrics, test)
+    if trainer.is_global_zero:
+        results = {
+            "conv": cfg.conv.name,
+            "probe": cfg.probe.name,
+            "data": cfg.data.name,
+            "seed": cfg.seed,
+            "overrides": command_line_overrides(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": metrics,
+        }
+        path = Path(cfg.paths.output_dir) / "results.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        log_hparams(trainer, cfg, metrics)
+        print_metrics(metrics, path)
+    return metrics[cfg.optimized_metric]
