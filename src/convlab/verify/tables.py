@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from convlab.markdown import markdown_table
 from convlab.verify.checks import TENSORS, CheckResult
 
 CHECK_HEADER = ["impl", "configuration", "check", *(f"{t} abs / rel" for t in TENSORS), "rtol", "result"]
@@ -74,11 +75,6 @@ def failure_notes(results: list[CheckResult]) -> list[str]:
         if not r.passed
         for note in r.notes()
     ]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def rich_table(title: str, header: list[str], rows: list[list[str]]) -> Table:
