@@ -1,5 +1,10 @@
-"""The learner's layer, exactly as it was posted: in-place writes, torch.rand init, a tuple-only kernel_size,
-and `torch.zeros` without dtype/device. A test fixture, not a test: copy it out of the repository to use it."""
+"""The learner's layer, exactly as it was posted (so neither ruff nor its formatter may touch it).
+
+In-place writes, torch.rand init, a tuple-only kernel_size and `torch.zeros` without dtype/device.
+A test fixture, not a test: tests copy it out of the repository to use it.
+"""
+# ruff: noqa: E501
+# fmt: off
 
 import torch
 from torch import nn
