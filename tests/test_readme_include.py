@@ -1,4 +1,4 @@
-"""scripts/readme_include.py: README blocks refreshed from tool output, whole files or excerpts."""
+"""scripts/readme_include.py: README and docs blocks refreshed from tool output, whole files or excerpts."""
 
 from __future__ import annotations
 
@@ -63,3 +63,45 @@ def test_bad_blocks_change_nothing(tmp_path: Path, marker: str, message: str) ->
     with pytest.raises(ValueError, match=message):
         readme_include.refresh(readme)
     assert readme.read_text() == original
+
+
+def test_docs_pages_include_relative_to_themselves_and_a_bad_page_writes_none(tmp_path: Path) -> None:
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "report.md").write_text(REPORT)
+    readme = tmp_path / "README.md"
+    page = tmp_path / "docs" / "learning.md"
+    readme.write_text('<!-- include: docs/results/report.md start="- " -->\nold\n<!-- /include -->\n')
+    page.write_text('<!-- include: results/report.md start="- " -->\nold\n<!-- /include -->\n')
+    bad = tmp_path / "docs" / "speed.md"
+    bad.write_text("<!-- include: results/nowhere.md -->\nold\n<!-- /include -->\n")
+    assert readme_include.pages(tmp_path) == [readme, bad.parent / "learning.md", bad]
+
+    with pytest.raises(ValueError, match="speed.md: included file\\(s\\) missing: results/nowhere.md"):
+        readme_include.refresh(readme, page, bad)
+    assert (
+        "old" in readme.read_text() and "old" in page.read_text()
+    )  # all pages rendered before any is written
+
+    assert readme_include.stale(readme, page) == [readme, page]
+    readme_include.refresh(readme, page)
+    assert (
+        page.read_text() == '<!-- include: results/report.md start="- " -->\n- x: learns\n<!-- /include -->\n'
+    )
+    assert readme_include.stale(readme, page) == []
+
+
+def test_check_reports_stale_pages_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "report.md").write_text(REPORT)
+    page = tmp_path / "page.md"
+    page.write_text('<!-- include: report.md start="- " -->\nold\n<!-- /include -->\n')
+    assert readme_include.main(["--check", str(page)]) == 1
+    assert "page.md: out of date" in capsys.readouterr().out
+    assert "old" in page.read_text()
+    assert readme_include.main([str(page)]) == 0
+    assert readme_include.main(["--check", str(page)]) == 0
+
+
+def test_the_committed_readme_and_docs_match_the_results_they_include() -> None:
+    """A results file regenerated without `make readme` leaves a page showing old output: caught here."""
+    out_of_date = readme_include.stale(*readme_include.pages())
+    assert not out_of_date, f"run make readme: {', '.join(str(p) for p in out_of_date)}"
