@@ -2,7 +2,8 @@
 
 A block is everything between a pair of markers; the first names the file (relative to the page that
 includes it), and optionally the part of it to take: from the first line starting with `start` (kept)
-to the next line starting with `stop` (left out), at most `lines` lines, each quoted:
+to the next line starting with `stop` (left out), at most `lines` lines, each quoted; `fence` wraps
+the text in a fenced code block of that language (the markers cannot sit inside one):
 
     <!-- include: docs/results/bench/bench.md -->
     ...replaced by the whole file...
@@ -12,6 +13,9 @@ to the next line starting with `stop` (left out), at most `lines` lines, each qu
     <!-- /include -->
     <!-- include: docs/results/verify/verify.md start="| impl | configuration" lines="10" -->
     ...replaced by the first 10 lines from `start` on...
+    <!-- /include -->
+    <!-- include: tests/user_layers/learner_conv.py start="class" fence="python" -->
+    ...replaced by the class, in a python code block...
     <!-- /include -->
 
 So every result a page shows is what a tool wrote (`make bench`, `python -m convlab.report`, or a
@@ -33,11 +37,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r'(?P<open><!-- include: (?P<path>\S+)(?: start="(?P<start>[^"]*)")?(?: stop="(?P<stop>[^"]*)")?'
-    r'(?: lines="(?P<lines>\d+)")? -->\n)'
+    r'(?P<open><!-- include: (?P<path>\S+)(?P<attrs>(?: \w+="[^"]*")*) -->\n)'
     r"(?P<body>.*?)(?P<close><!-- /include -->)",
     re.DOTALL,
 )
+ATTRIBUTE = re.compile(r' (\w+)="([^"]*)"')
+ATTRIBUTES = ("start", "stop", "lines", "fence")
 
 
 def pages(root: Path = REPO) -> list[Path]:
@@ -64,6 +69,19 @@ def excerpt(text: str, start: str | None, stop: str | None, path: str, limit: in
     return "\n".join(lines[first:last]).strip("\n") + "\n"
 
 
+def attributes(text: str, path: str) -> dict[str, str]:
+    """The block's `key="value"` attributes; an unknown key or a `lines` that is not a number is an error."""
+    attrs = dict(ATTRIBUTE.findall(text))
+    unknown = sorted(set(attrs) - set(ATTRIBUTES))
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown attribute(s) {', '.join(unknown)} (known: {', '.join(ATTRIBUTES)})"
+        )
+    if "lines" in attrs and not attrs["lines"].isdigit():
+        raise ValueError(f"{path}: lines={attrs['lines']!r} is not a number of lines")
+    return attrs
+
+
 def rendered(page: Path) -> tuple[str, list[str]]:
     """The page's text with every block replaced by its excerpt, and the paths it includes."""
     text = page.read_text()
@@ -74,11 +92,14 @@ def rendered(page: Path) -> tuple[str, list[str]]:
     pieces, end = [], 0
     for match in blocks:
         source = (page.parent / match["path"]).read_text()
-        limit = None if match["lines"] is None else int(match["lines"])
         try:
-            body = excerpt(source, match["start"], match["stop"], match["path"], limit)
+            attrs = attributes(match["attrs"], match["path"])
+            limit = int(attrs["lines"]) if "lines" in attrs else None
+            body = excerpt(source, attrs.get("start"), attrs.get("stop"), match["path"], limit)
         except ValueError as error:
             raise ValueError(f"{page}: {error}") from None
+        if "fence" in attrs:
+            body = f"```{attrs['fence']}\n{body}```\n"
         pieces += [text[end : match.start()], match["open"], body, match["close"]]
         end = match.end()
     return "".join(pieces) + text[end:], [match["path"] for match in blocks]

@@ -38,6 +38,15 @@ def test_whole_file_and_excerpts_replace_old_content(tmp_path: Path) -> None:
     assert readme.read_text() == before  # idempotent
 
 
+def test_fence_wraps_the_excerpt_in_a_code_block(tmp_path: Path) -> None:
+    (tmp_path / "layer.py").write_text("import torch\n\n\nclass Conv:\n    pass\n")
+    page = tmp_path / "README.md"
+    marker = '<!-- include: layer.py start="class" fence="python" -->\n'
+    page.write_text(marker + "<!-- /include -->\n")
+    readme_include.refresh(page)
+    assert page.read_text() == marker + "```python\nclass Conv:\n    pass\n```\n<!-- /include -->\n"
+
+
 def test_lines_keeps_the_first_lines_from_start(tmp_path: Path) -> None:
     (tmp_path / "report.md").write_text(REPORT)
     readme = tmp_path / "README.md"
@@ -53,6 +62,8 @@ def test_lines_keeps_the_first_lines_from_start(tmp_path: Path) -> None:
         ("<!-- include: nowhere.md -->", "missing: nowhere.md"),
         ('<!-- include: report.md start="| nope" -->', "no line starts with '| nope'"),
         ('<!-- include: report.md start="| conv" stop="## Nope" -->', "starts with '## Nope'"),
+        ('<!-- include: report.md begin="| conv" -->', "unknown attribute\\(s\\) begin"),
+        ('<!-- include: report.md lines="ten" -->', "lines='ten' is not a number"),
     ],
 )
 def test_bad_blocks_change_nothing(tmp_path: Path, marker: str, message: str) -> None:
