@@ -28,3 +28,34 @@ def conv_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def conv_cls(conv_name: str) -> type[nn.Module]:
     return CONV_LAYERS[conv_name]
+
+
+# --- the training harness: Hydra's global state, fake MNIST ---
+
+
+@pytest.fixture(autouse=True)
+def clear_hydra_global_state():
+    """Every test starts and ends without a Hydra config in the process: compose_train sets one."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    yield
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def fake_mirror(tmp_path):
+    """A mirror folder of tiny fake MNIST files (120 training, 40 test images; tests/harness.py)."""
+    from harness import write_fake_mnist
+
+    return write_fake_mnist(tmp_path / "mirror", n_train=120, n_test=40)
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory) -> list[str]:
+    """Overrides that train on 100 fake images (7 batches of 16), validate on 20, test on 40."""
+    from harness import fake_data_overrides, write_fake_mnist
+
+    base = tmp_path_factory.mktemp("fake_mnist")
+    return fake_data_overrides(write_fake_mnist(base / "mirror"), base / "data")

@@ -12,9 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from convlab.training.run_dir import register_resolvers
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SHARED_MIRROR = REPO.parent / "shared" / "data"
+# The resolvers configs/ uses, registered as train.py registers them.
+register_resolvers(REPO)
 
 
 def real_mirror() -> Path | None:

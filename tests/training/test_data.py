@@ -1,8 +1,11 @@
-"""MNISTDataModule: mirror copy and MD5 check, the missing-data error, split, subsets, normalisation."""
+"""MNISTDataModule: mirror copy and MD5 check, the missing-data error, split, subsets, normalisation;
+each way the data files can be wrong is one clear error (or repaired from the mirror)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,15 +13,13 @@ import torch
 from harness import real_mirror, write_fake_mnist
 from torchvision.datasets import MNIST
 
-from convlab.training.data_files import MIRROR_ENV, NORMALISATION, MissingDataError
+from convlab.training.data_files import DATASETS, MIRROR_ENV, NORMALISATION, MissingDataError
 from convlab.training.datamodule import EpochShuffleSampler, MNISTDataModule, stratified_subset
+from convlab.training.errors import ConfigError, DataError
+from convlab.training.validate import DATA_NAMES
 
 RAW_FILES = [filename for filename, _ in MNIST.resources]
-
-
-@pytest.fixture
-def fake_mirror(tmp_path: Path) -> Path:
-    return write_fake_mnist(tmp_path / "mirror", n_train=120, n_test=40)
+# fake_mirror (conftest.py): 120 training and 40 test images in <tmp>/mirror/MNIST/raw/*.gz
 
 
 def fake_module(mirror: Path, root: Path, **kwargs) -> MNISTDataModule:
@@ -160,3 +161,84 @@ def test_real_mirror(name: str, tmp_path: Path):
     assert images.mean().item() == pytest.approx(0, abs=1e-3)
     assert images.std().item() == pytest.approx(1, abs=1e-3)
     assert torch.bincount(dm.test_set.tensors[1]).min().item() > 800
+
+
+def test_the_config_check_knows_every_dataset():
+    assert set(DATA_NAMES) == set(DATASETS)
+
+
+def test_read_only_data_folder_is_one_clear_error(
+    fake_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    root = tmp_path / "readonly"
+    root.mkdir()
+    real_mkdir = Path.mkdir
+
+    def read_only(self: Path, *args, **kwargs):  # as on a read-only mount (chmod does not stop root)
+        if self.is_relative_to(root):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    dm = MNISTDataModule(root=str(root), mirror=str(fake_mirror), verify_md5=False)
+    with pytest.raises(DataError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert f"data.root={root}" in message and "Read-only file system" in message
+    assert "set data.root to a folder you can write" in message and "train-images-idx3-ubyte" in message
+
+
+def truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_truncated_extracted_file_is_repaired_from_the_mirror(
+    fake_mirror: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    whole = fake_module(fake_mirror, tmp_path / "data")
+    extracted = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    truncate(extracted, 1000)
+    with caplog.at_level(logging.WARNING, logger="convlab.training.data_files"):
+        again = fake_module(fake_mirror, tmp_path / "data")
+    assert f"{extracted} is corrupt" in caplog.text and "truncated" in caplog.text
+    assert torch.equal(again.train_set.tensors[0], whole.train_set.tensors[0])
+
+
+def test_truncated_extracted_file_without_a_mirror_names_the_file_and_the_fix(
+    fake_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    fake_module(fake_mirror, tmp_path / "data")
+    extracted = tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    truncate(extracted, 20)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    dm = MNISTDataModule(root=str(tmp_path / "data"), verify_md5=False, val_size=20)
+    with pytest.raises(DataError) as error:
+        dm.setup()
+    message = str(error.value)
+    assert message.startswith(
+        f"{extracted} is corrupt: it holds 20 bytes where its header (shape [40]) needs 48"
+    )
+    assert "delete it" in message
+
+
+def test_gzip_with_a_bad_crc_is_one_clear_error_when_md5_is_off(fake_mirror: Path, tmp_path: Path):
+    archive = fake_mirror / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    data = bytearray(archive.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC-32 of the uncompressed bytes
+    archive.write_bytes(bytes(data))
+    dm = MNISTDataModule(root=str(tmp_path / "data"), mirror=str(fake_mirror), verify_md5=False)
+    with pytest.raises(DataError) as error:
+        dm.prepare_data()
+    assert str(error.value).startswith(f"{archive} is corrupt: it is not a valid gzip file")
+    assert "copy it again" in str(error.value)
+    assert not (tmp_path / "data" / "MNIST" / "raw" / "train-labels-idx1-ubyte").exists()
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_data_folder_in_the_mirror_is_refused_and_the_mirror_left_alone(fake_mirror: Path, inside: bool):
+    before = sorted(p.relative_to(fake_mirror) for p in fake_mirror.rglob("*"))
+    root = fake_mirror / "sub" if inside else fake_mirror
+    dm = MNISTDataModule(root=str(root), mirror=str(fake_mirror), verify_md5=False)
+    with pytest.raises(ConfigError, match=r"is the data mirror .* never writes into it.*data.root=data"):
+        dm.prepare_data()
+    assert sorted(p.relative_to(fake_mirror) for p in fake_mirror.rglob("*")) == before

@@ -8,27 +8,35 @@ names (a key of results.json's "metrics"), which Hydra sweepers optimise.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from convlab.conv import SpecError, UnsupportedFeature, conv_label
 from convlab.training.allocator import keep_freed_memory
 from convlab.training.callbacks import EpochTimer, RedrawnConvAccuracy
+from convlab.training.checkpoints import AtomicCheckpointIO, checkpoint_epoch, last_epoch_checkpoint
+from convlab.training.cpu_load import warn_if_oversubscribed
 from convlab.training.distributed import refuse_script_relaunch_in_multirun
+from convlab.training.errors import ConfigError, RunInterrupted
 from convlab.training.probes import conv_drift, frozen_unchanged
+from convlab.training.run_record import COMPLETED, FAILED, INTERRUPTED, results, write_results
 from convlab.training.seeding import derived_seed
-from convlab.training.threads import set_threads
+from convlab.training.signals import SignalWatch, interrupted_message
+from convlab.training.threads import available_cores, set_threads
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -78,22 +86,30 @@ def measure(model, fit_metrics: dict, test: dict) -> dict:
     }
 
 
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
-    """Run settings with final metrics, for TensorBoard's HParams tab (each logger's hparams file too)."""
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict | None, status: str = COMPLETED) -> None:
+    """Run settings with final metrics, for TensorBoard's HParams tab (each logger's hparams file too).
+
+    conv, probe, data and seed come first (the columns people sort by), status says whether the run
+    completed; a run that did not complete has no final metrics.
+    """
     optimizer = cfg.model.optimizer
     hparams = {
-        "conv": cfg.conv.name,
+        "conv": conv_label(cfg.conv.name),
         "probe": cfg.probe.name,
         "data": cfg.data.name,
         "seed": cfg.seed,
+        "status": status,
         "optimizer": optimizer._target_.rsplit(".", 1)[-1],
         "lr": optimizer.lr,
         "batch_size": cfg.data.batch_size,
         "conv_init": cfg.model.net.conv_init,
         "train_subset": str(cfg.data.train_subset),
+        "epochs": str(cfg.trainer.max_epochs),
     }
-    final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    final.update({f"final/conv_drift_{layer}": v for layer, v in metrics["conv_drift"].items()})
+    final = {}
+    if metrics is not None:
+        final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        final.update({f"final/conv_drift_{layer}": v for layer, v in metrics["conv_drift"].items()})
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             # The HParams tab pairs settings with metrics written by this same call.
@@ -102,8 +118,9 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict) -> None:
             save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, logger.hparams)
         else:
             logger.log_hyperparams(hparams)
-            logger.log_metrics(final, step=trainer.global_step)
-        logger.finalize("success")
+            if final:
+                logger.log_metrics(final, step=trainer.global_step)
+        logger.finalize("success" if status == COMPLETED else "failed")
 
 
 def print_metrics(metrics: dict, path: Path) -> None:
@@ -127,39 +144,95 @@ def print_lightning_logs_once() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
+def is_rank_zero() -> bool:
+    """True in the process that writes results (rank 0, or the only process), also before a Trainer exists."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
+class Run:
+    """One run's bookkeeping around `run`: results.json for every ending, the resume hint after a stop."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.paths.output_dir)
+        self.checkpoints = self.output_dir / "checkpoints"
+        self.overrides = command_line_overrides()
+        self.conv = conv_label(cfg.conv.name)
+        self.trainer: L.Trainer | None = None
+
+    def write(self, status: str, metrics: dict | None = None, error: str | None = None) -> Path:
+        path = self.output_dir / "results.json"
+        if self.trainer.is_global_zero if self.trainer is not None else is_rank_zero():
+            write_results(path, results(self.cfg, self.conv, status, self.overrides, metrics, error))
+            if self.trainer is not None:
+                log_hparams(self.trainer, self.cfg, metrics, status)
+        return path
+
+    def interrupted(self, signum: int) -> RunInterrupted:
+        """Mark the run interrupted; the error to raise says where it stopped and how to resume it."""
+        last = self.checkpoints / "last.ckpt"
+        checkpoint = last if last.is_file() else None
+        epoch = checkpoint_epoch(last) if checkpoint is not None else None
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        message = interrupted_message(signum, self.overrides, checkpoint, epoch, multirun)
+        self.write(INTERRUPTED, error=message.splitlines()[0])
+        return RunInterrupted(message, signum)
+
+    def failed(self, error: BaseException) -> None:
+        self.write(FAILED, error=f"{type(error).__name__}: {error}".splitlines()[0])
+
+
 def run(cfg: DictConfig) -> float:
-    """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`."""
+    """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`.
+
+    Every ending writes results.json with its status: "completed" (with metrics), "interrupted"
+    (SIGINT / SIGTERM: raises RunInterrupted, whose message is the resume command) or "failed"
+    (the error is re-raised; a layer that cannot be built becomes one ConfigError line).
+    """
     print_lightning_logs_once()
     keep_freed_memory()  # steady step times from run to run (convlab.training.allocator)
+    record = Run(cfg)
+    watch = SignalWatch()
+    try:
+        return train_and_test(cfg, record, watch)
+    except KeyboardInterrupt:  # outside fit and test, where Lightning does not catch it
+        raise record.interrupted(signal.SIGINT) from None
+    except SystemExit:
+        if watch.signum is None:
+            raise
+        raise record.interrupted(watch.signum) from None
+    except (SpecError, UnsupportedFeature) as error:
+        record.failed(error)
+        raise ConfigError(f"conv.name={cfg.conv.name}: {error}") from None
+    except Exception as error:
+        record.failed(error)
+        raise
+
+
+def train_and_test(cfg: DictConfig, record: Run, watch: SignalWatch) -> float:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    # Always attached: results.json needs their numbers whatever the callbacks config holds.
+    # Always attached: results.json needs their numbers, and a resume needs last.ckpt, whatever the
+    # callbacks config holds.
     measurements = [EpochTimer(), RedrawnConvAccuracy(derived_seed(cfg.seed, "redraw conv"))]
+    harness = [last_epoch_checkpoint(record.checkpoints), watch]
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*instantiate_all(cfg.get("callbacks")), *measurements],
+        callbacks=[*instantiate_all(cfg.get("callbacks")), *measurements, *harness],
         logger=instantiate_all(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
     )
+    record.trainer = trainer
     refuse_script_relaunch_in_multirun(trainer)
-    set_threads(cfg.get("threads"), processes=trainer.num_devices)
+    threads = set_threads(cfg.get("threads"), processes=trainer.num_devices)
+    if cfg.trainer.get("accelerator") == "cpu" and trainer.is_global_zero:
+        warn_if_oversubscribed(threads, trainer.num_devices, available_cores())
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = dict(trainer.callback_metrics)  # testing starts a fresh set
     test = trainer.test(model, datamodule=datamodule)[0]
     metrics = measure(model, fit_metrics, test)
+    path = record.write(COMPLETED, metrics)
     if trainer.is_global_zero:
-        results = {
-            "conv": cfg.conv.name,
-            "probe": cfg.probe.name,
-            "data": cfg.data.name,
-            "seed": cfg.seed,
-            "overrides": command_line_overrides(),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "metrics": metrics,
-        }
-        path = Path(cfg.paths.output_dir) / "results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        log_hparams(trainer, cfg, metrics)
         print_metrics(metrics, path)
     return metrics[cfg.optimized_metric]
