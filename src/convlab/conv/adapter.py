@@ -35,7 +35,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 from convlab.conv.errors import SpecError, UnsupportedFeature
@@ -502,6 +501,28 @@ class NumpyAdapter(Conv2dFace):
         return _NumpyForward.apply(input, self.weight, self.bias, self)
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """Passes a NumPy backward's gradients through, connected to the tensors they came from.
+
+    Under create_graph=True, a gradient computed outside autograd would be a constant: differentiating it
+    again would give None or zero, silently (a gradient penalty dropped). Tied to grad_out, x and weight
+    by this node, the second derivative reaches `backward` here, which refuses it by name.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, label: str, dx: Tensor, dw: Tensor, db: Tensor, *anchors: Tensor) -> tuple:
+        ctx.label = label
+        return dx.clone(), dw.clone(), db.clone()
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> None:
+        raise RuntimeError(
+            f"double backward: {ctx.label}'s backward is NumPy code, outside autograd, so its gradients "
+            "cannot be differentiated again (create_graph=True: gradient penalties, meta-gradients). "
+            "Use a layer written in torch operations for second-order gradients."
+        )
+
+
 class _PairFunction(torch.autograd.Function):
     """The user's forward/backward functions as one autograd node (NumPy in, NumPy out)."""
 
@@ -512,12 +533,10 @@ class _PairFunction(torch.autograd.Function):
         result = adapter.forward_fn(_to_numpy(x), _to_numpy(weight), _to_numpy(bias), conv_param)
         out, cache = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
         ctx.cache, ctx.adapter = cache, adapter
-        ctx.shapes = (x.shape, weight.shape, bias.shape)
-        ctx.like = (x, weight, bias)
+        ctx.save_for_backward(x, weight, bias)
         return _from_numpy(out, x, adapter.forward_fn.__name__)
 
     @staticmethod
-    @once_differentiable  # NumPy is invisible to autograd: a second derivative must raise, never be 0
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         """grad_out (N, C_out, H_out, W_out) -> dx, dW, db from backward_fn(dout, cache)."""
         adapter = ctx.adapter
@@ -527,12 +546,13 @@ class _PairFunction(torch.autograd.Function):
                 f"forward: file.py:{adapter.forward_fn.__name__},my_backward (or define "
                 f"{adapter.forward_fn.__name__.replace('forward', 'backward')} next to it)"
             )
-        grads = adapter.backward_fn(_to_numpy(grad_out), ctx.cache)
+        saved = ctx.saved_tensors
         name = adapter.backward_fn.__name__
+        grads = adapter.backward_fn(_to_numpy(grad_out), ctx.cache)
         if not isinstance(grads, tuple) or len(grads) != 3:
             raise TypeError(f"{name} must return (dx, dw, db), got {type(grads).__name__}")
         out = []
-        for grad, like, label in zip(grads, ctx.like, ("dx", "dw", "db"), strict=True):
+        for grad, like, label in zip(grads, saved, ("dx", "dw", "db"), strict=True):
             tensor = _from_numpy(grad, like, name)
             if tensor.shape != like.shape:
                 raise RuntimeError(
@@ -540,6 +560,8 @@ class _PairFunction(torch.autograd.Function):
                     f"{tuple(like.shape)}"
                 )
             out.append(tensor)
+        if torch.is_grad_enabled():  # create_graph=True: second derivatives must raise, never vanish
+            out = _FirstOrderOnly.apply(adapter.label, *out, grad_out, *saved)
         return out[0], out[1], out[2], None
 
 

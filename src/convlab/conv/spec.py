@@ -172,10 +172,8 @@ def _parse(spec: str) -> tuple[Any, str]:
 def _backward_of(forward: Callable) -> Callable | None:
     """The backward named after `forward` ('forward' -> 'backward') in its module, or None."""
     name = getattr(forward, "__name__", "")
-    module = sys.modules.get(getattr(forward, "__module__", "") or "")
-    if "forward" not in name or module is None:
-        return None
-    candidate = getattr(module, name.replace("forward", "backward"), None)
+    namespace = getattr(forward, "__globals__", {})  # its module's, even if sys.modules names another
+    candidate = namespace.get(name.replace("forward", "backward")) if "forward" in name else None
     return candidate if callable(candidate) else None
 
 
