@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import convlab.conv.native.build as native_build
 from convlab.bench.cli import main
-from convlab.bench.shapes import MODES, QUICK_CASES, SLOW_IMPLS, contender
-from convlab.bench.timing import interleaved_times, summarize
+from convlab.bench.contenders import PASSES, builtin_impls, make_contender
+from convlab.bench.shapes import QUICK_CASES
+from convlab.bench.timing import CLOCKS, interleaved_times, summarize_times
+
+USER_LAYERS = Path(__file__).resolve().parents[1] / "user_layers"
+LEARNER = f"{USER_LAYERS / 'learner_conv.py'}:VanillaConv2d"
+NUMPY_LAYER = f"{USER_LAYERS / 'numpy_conv.py'}:NumpyConv"
+SLOW = ("vanilla", "vanilla_original")
 
 RECORD_KEYS = {
     "case",
@@ -28,6 +36,8 @@ RECORD_KEYS = {
     "iqr_per_image_ms",
     "ratio",
     "ratio_iqr",
+    "noisy",
+    "rounds_s",
 }
 
 
@@ -38,7 +48,9 @@ def run_bench(tmp_path, *args: str) -> tuple[dict, str]:
 
 
 def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
-    result, markdown = run_bench(tmp_path, "--impl", "unfold", "--impl", "vanilla", "--no-network")
+    result, markdown = run_bench(
+        tmp_path, "--impl", "unfold", "--impl", "vanilla", "--no-network", "--growth-budget", "0.5"
+    )
     assert {"cpu", "device", "threads", "torch", "date", "gemm_gflops"} <= result["machine"].keys()
     assert result["machine"]["threads"] == torch.get_num_threads()
     assert set(result["machine"]["gemm_gflops"]) == {"mkl", "onednn"}
@@ -47,7 +59,7 @@ def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
     seen = {(r["case"], r["mode"], r["impl"]) for r in result["conv"]}
     batches = {case.name: case.batch for case in QUICK_CASES}
     for case in QUICK_CASES:
-        for mode in MODES:
+        for mode in PASSES:
             assert {(case.name, mode, "torch"), (case.name, mode, "unfold")} <= seen
             # The loop layer runs at the reference shapes only.
             assert ((case.name, mode, "vanilla") in seen) == case.reference
@@ -55,17 +67,25 @@ def test_conv_part_writes_every_case_mode_and_impl(tmp_path, capsys):
         assert record.keys() == RECORD_KEYS
         assert record["median_ms"] > 0 and record["repeats"] >= 1
         assert record["case_batch"] == batches[record["case"]]
-        assert record["batch"] == (1 if record["impl"] in SLOW_IMPLS else batches[record["case"]])
+        assert record["batch"] == (1 if record["impl"] in SLOW else batches[record["case"]])
+        assert len(record["rounds_s"]) == record["repeats"]
         if record["impl"] == "torch":
             assert record["ratio"] == 1.0
-    assert set(result["mnist_epoch_conv_s"]) == {"torch", "unfold", "vanilla"}
+    # The loop layer is also timed at growing batch sizes, up to the reference shapes' batch.
+    assert set(result["growth"]) == {"vanilla"} and set(result["growth"]["vanilla"]) == {"conv1", "conv2"}
+    for growth in result["growth"]["vanilla"].values():
+        assert [p["batch"] for p in growth["points"]][:2] == [1, 2] and growth["inplace_writes"] == 0
+    assert set(result["projection"]["per_impl"]) == {"torch", "unfold", "vanilla"}
+    assert "machine" in result and "check" in result["machine"]
     # The markdown printed is the markdown written, with a row per implementation.
     assert markdown.strip() in capsys.readouterr().out
-    assert "| `unfold` |" in markdown and "/image" in markdown
+    assert "| `unfold` |" in markdown and "/image" in markdown and "growth exponent" in markdown
 
 
 def test_network_part_times_training_steps_and_both_loops(tmp_path):
-    result, markdown = run_bench(tmp_path, "--impl", "manual", "--impl", "vanilla_original", "--clock", "cpu")
+    result, markdown = run_bench(
+        tmp_path, "--impl", "manual", "--impl", "vanilla_original", "--clock", "cpu", "--growth-budget", "0"
+    )
     assert result["settings"]["clock"] == "cpu" and "median cpu time" in markdown
     network = result["network"]
     # Loop layers would take minutes per step: left out of the network part.
@@ -80,7 +100,8 @@ def test_network_part_times_training_steps_and_both_loops(tmp_path):
 
 def test_torch_no_onednn_runs_forward_and_backward_with_onednn_off():
     case = QUICK_CASES[1]
-    baseline = contender(case, "torch_no_onednn", case.batch, torch.device("cpu"))
+    impl = builtin_impls()["torch_no_onednn"]
+    baseline = make_contender(case, impl, case.batch, torch.device("cpu"))
     seen = []
     baseline.layer.register_forward_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
     baseline.x.register_hook(lambda grad: seen.append(torch.backends.mkldnn.enabled))
@@ -124,12 +145,12 @@ def test_interleaving_shuffles_the_order_and_respects_the_budget():
 
 def test_ratios_are_paired_round_by_round():
     times = {"base": [1.0, 10.0, 2.0], "twice": [2.0, 20.0, 4.0], "short": [3.0]}
-    stats = summarize(times, "base")
+    stats = summarize_times(times, "base")
     assert stats["base"].ratio is None and stats["base"].median_s == 2.0
     # A noisy round slows both alike: the paired ratio stays exactly 2.
     assert stats["twice"].ratio == stats["twice"].ratio_q1 == stats["twice"].ratio_q3 == 2.0
     assert stats["short"].ratio == 3.0 and stats["short"].repeats == 1
-    per_image = summarize(times, "base", scale={"base": 1 / 64, "twice": 1.0})
+    per_image = summarize_times(times, "base", scale={"base": 1 / 64, "twice": 1.0})
     assert per_image["twice"].ratio == pytest.approx(128.0)
 
 
@@ -157,3 +178,58 @@ def test_no_avx512_is_refused_where_there_is_nothing_to_limit(monkeypatch: pytes
     with pytest.raises(SystemExit):
         main(["--no-avx512", "--quick"])
     assert "limits a CPU that has AVX-512" in capsys.readouterr().err
+
+
+def test_a_users_layer_is_timed_by_its_spec_with_what_it_cannot_do_said(tmp_path, capsys):
+    """The learner's layer (no groups, in-place writes) and a forward-only NumPy class, by file spec."""
+    result, markdown = run_bench(
+        tmp_path, "--impl", LEARNER, "--impl", NUMPY_LAYER, "--no-network", "--growth-budget", "0.5"
+    )
+    assert result["settings"]["impls"] == ["torch", LEARNER, NUMPY_LAYER]
+    cells = {(r["impl"], r["case"], r["mode"]): r for r in result["conv"]}
+    for mode in PASSES:
+        assert cells[LEARNER, "depthwise", mode]["unavailable"] == "not supported: groups"
+        assert cells[LEARNER, "conv1", mode]["median_ms"] > 0
+    assert cells[NUMPY_LAYER, "conv1", "fwd"]["median_ms"] > 0
+    assert cells[NUMPY_LAYER, "conv1", "fwd+bwd"]["unavailable"].startswith("no backward")
+    assert f"| `{LEARNER}` |" in markdown and "not supported: groups" in markdown
+    # Growth with the batch: the learner's in-place writes are counted (one per output pixel) and
+    # explained with the fix; the forward-only layer cannot be timed there and says why.
+    conv1 = result["growth"][LEARNER]["conv1"]
+    case = QUICK_CASES[0]
+    pixels = case.out_channels * (case.size - case.kernel_size + 1) ** 2
+    assert conv1["inplace_writes"] == pixels and conv1["output_elements"] == pixels
+    assert "torch.stack" in result["explanations"][LEARNER] and "torch.stack" in markdown
+    assert result["growth_errors"][NUMPY_LAYER]["conv1"].startswith("error: RuntimeError: no backward")
+    assert result["projection"]["per_impl"][LEARNER]["source"] != "–"
+    assert "no backward" in capsys.readouterr().err
+
+
+def test_a_spec_that_does_not_resolve_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--impl", str(tmp_path / "missing.py") + ":Conv", "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2
+    assert "missing.py: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_busy_machine_is_said_and_projections_inside_the_noise_are_refused(tmp_path, monkeypatch, capsys):
+    """A staged machine: a load average of 9 and a clock whose every interval is random noise, so the
+    two layers' ratio is noise around one. No real time is asserted."""
+    noise, now = random.Random(0), [0.0]
+
+    def noisy_clock() -> float:
+        now[0] += noise.uniform(1e-3, 0.1)
+        return now[0]
+
+    monkeypatch.setitem(CLOCKS, "wall", noisy_clock)
+    monkeypatch.setattr("convlab.bench.cli.load_average", lambda: 9.0)
+    result, markdown = run_bench(tmp_path, "--impl", "unfold", "--no-network", "--growth-budget", "0")
+    check = result["machine"]["check"]
+    assert check["busy"] and check["load_before"] == 9.0
+    assert any("measurements vary" in reason for reason in check["reasons"])
+    assert "Busy or noisy machine" in markdown and "`--threads 1 --clock cpu`" in markdown
+    assert "--threads 1 --clock cpu" in capsys.readouterr().err
+    unfold = result["projection"]["per_impl"]["unfold"]
+    assert unfold["refused"] and "wider than the difference" in unfold["refused"]
+    assert "| `unfold` | – | – | – |" in markdown

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from convlab.bench.timing import interleaved_times, summarize, synchronizer
+from convlab.bench.timing import interleaved_times, summarize_times, synchronizer
 from convlab.conv.fast import matmul as onednn_matmul
 
 # The 64-channel 3x3 layer's forward product for 8 images of 32x32: (64, 576) @ (576, 8192).
@@ -41,4 +41,4 @@ def gemm_gflops(
         clock=clock,
     )
     first = next(iter(calls))
-    return {name: 2 * m * k * n / s.median_s / 1e9 for name, s in summarize(times, first).items()}
+    return {name: 2 * m * k * n / s.median_s / 1e9 for name, s in summarize_times(times, first).items()}

@@ -7,7 +7,8 @@ on pixel values, and the bench needs no dataset):
   (lr 0.01, momentum 0.5): zero_grad, forward, NLL loss, backward, step. Timed
   per step with the implementations interleaved (`convlab.bench.timing`), as
   images per second and as a ratio to `nn.Conv2d`. The Python-loop layers are
-  left out: their conv times alone already project hours per epoch.
+  left out: their conv times alone already project hours per epoch. A layer whose
+  step fails (a forward-only layer has no backward) is reported with the error.
 - loop overhead: the same `LitClassifier` trained for one pass over the batches
   by `lightning.Trainer` (no logger, checkpoint or progress bar; the profiler
   training uses, `convlab.training.profiler`) and by a plain `for images, labels in
@@ -20,7 +21,9 @@ on pixel values, and the bench needs no dataset):
   ratios paired within the round. Lightning's training time is measured by
   `convlab.training.callbacks.EpochTimer` from epoch start to its last batch, so the
   Trainer's one-off set-up is reported apart. Wall time, whatever `--clock`
-  says: that is what the EpochTimer measures in every training run.
+  says: that is what the EpochTimer measures in every training run. The ratio is
+  information about what Lightning's loop costs, through its public API only, not
+  a number to tune.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from rich.progress import Progress
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from convlab.bench.shapes import BASELINE, CONTEXTS, IMPLEMENTATIONS, SLOW_IMPLS
-from convlab.bench.timing import CLOCKS, interleaved_times, summarize, synchronizer
+from convlab.bench.contenders import BASELINE, BenchImpl
+from convlab.bench.timing import CLOCKS, CoreShare, interleaved_times, summarize_times, synchronizer
 from convlab.training.callbacks import EpochTimer
 from convlab.training.epoch_sums import EpochSums
 from convlab.training.in_memory import InMemoryDataset, in_memory_loader
@@ -96,19 +99,27 @@ class StepCycler:
             train_step(self.net, self.optimizer, images, labels)
 
 
-def training_step_times(args: argparse.Namespace, progress: Progress) -> list[dict]:
-    """Per implementation: median seconds per step, images per second, paired ratio to nn.Conv2d."""
-    names = [name for name in args.impls if name not in SLOW_IMPLS]
+def training_step_times(
+    args: argparse.Namespace, impls: list[BenchImpl], progress: Progress, core_share: CoreShare | None = None
+) -> list[dict]:
+    """Per layer: median seconds per step, images per second, paired ratio to nn.Conv2d.
+
+    A layer whose first step raises gets a record {"impl", "unavailable": the error} instead.
+    """
     images, labels = synthetic_batches(4 if args.quick else 16, args.device)
-    steps = {
-        name: StepCycler(
-            ReferenceNet(IMPLEMENTATIONS[name]).to(args.device),
-            images,
-            labels,
-            CONTEXTS.get(name, contextlib.nullcontext),
-        )
-        for name in names
-    }
+    steps, failed = {}, []
+    for impl in impls:
+        if impl.slow:
+            continue
+        try:
+            cycler = StepCycler(ReferenceNet(impl.cls).to(args.device), images, labels, impl.context)
+            cycler()  # a first step: a layer that cannot train fails here, not mid-measurement
+        except Exception as error:  # noqa: BLE001 - reported in the table, the others are still timed
+            failed.append(
+                {"impl": impl.label, "unavailable": f"{type(error).__name__}: {error}".splitlines()[0]}
+            )
+            continue
+        steps[impl.label] = cycler
     task = progress.add_task("training step", total=None)
     times = interleaved_times(
         steps,
@@ -119,9 +130,10 @@ def training_step_times(args: argparse.Namespace, progress: Progress) -> list[di
         sync=synchronizer(args.device),
         clock=CLOCKS[args.clock],
         on_round=lambda done, total: progress.update(task, completed=done, total=total),
+        core_share=core_share,
     )
     progress.remove_task(task)
-    return [
+    return failed + [
         {
             "impl": name,
             "step_ms": s.median_s * 1e3,
@@ -131,7 +143,7 @@ def training_step_times(args: argparse.Namespace, progress: Progress) -> list[di
             "ratio_iqr": [1.0, 1.0] if s.ratio is None else [s.ratio_q1, s.ratio_q3],
             "repeats": s.repeats,
         }
-        for name, s in summarize(times, BASELINE).items()
+        for name, s in summarize_times(times, BASELINE).items()
     ]
 
 
@@ -193,11 +205,12 @@ def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device, keep_s
 LOOPS = ("plain", "plain_with_sums", "lightning")
 
 
-def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASELINE) -> dict:
-    """Lightning's training loop against plain ones: the same model, batches and optimizer, interleaved."""
+def loop_overhead(args: argparse.Namespace, progress: Progress) -> dict:
+    """Lightning's training loop against plain ones: the same model (nn.Conv2d's), batches and optimizer,
+    interleaved."""
     images, labels = synthetic_batches(4 if args.quick else 100, args.device, seed=1)
     loader = in_memory_loader(InMemoryDataset(images, labels), BATCH_SIZE)  # as in training
-    model = LitClassifier(ReferenceNet(IMPLEMENTATIONS[conv]), optimizer=SGD).to(args.device)
+    model = LitClassifier(ReferenceNet(nn.Conv2d), optimizer=SGD).to(args.device)
     rounds = 2 if args.quick else 21
     times: dict[str, list[float]] = {name: [] for name in LOOPS}
     setup, order, shuffler = [], list(LOOPS), random.Random(0)
@@ -214,10 +227,10 @@ def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASE
             times[name].append(train_s)
         progress.advance(task)
     progress.remove_task(task)
-    same_work = summarize(times, "plain_with_sums")
-    bare = summarize(times, "plain")
+    same_work = summarize_times(times, "plain_with_sums")
+    bare = summarize_times(times, "plain")
     return {
-        "conv": conv,
+        "conv": BASELINE,
         "images": len(images),
         "rounds": rounds,
         **{f"{name}_images_per_s": len(images) / same_work[name].median_s for name in LOOPS},
@@ -230,9 +243,12 @@ def loop_overhead(args: argparse.Namespace, progress: Progress, conv: str = BASE
     }
 
 
-def network_benchmark(args: argparse.Namespace, progress: Progress) -> dict:
+def network_benchmark(
+    args: argparse.Namespace, impls: list[BenchImpl], progress: Progress, core_share: CoreShare | None = None
+) -> dict:
+    """The training step of every layer that is not slow, and Lightning's loop against plain ones."""
     return {
         "batch_size": BATCH_SIZE,
-        "training_step": training_step_times(args, progress),
+        "training_step": training_step_times(args, impls, progress, core_share),
         "loop_overhead": loop_overhead(args, progress),
     }

@@ -33,7 +33,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class Summary:
+class TimingSummary:
     """Seconds per call of one contender, and its paired ratio to the baseline (None for the baseline)."""
 
     median_s: float
@@ -63,6 +63,34 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+@dataclass
+class CoreShare:
+    """Wall and process CPU seconds of every timed region: how much of a core the process was given.
+
+    While a timing runs, the calling thread always has work, so a process that has a core to itself
+    gets at least one second of CPU time per second of wall time (more with several threads). Less
+    means other processes took the core for part of the time: the wall times measured include their
+    work (`convlab.bench.trust`). The clocks are arguments so that a test can stage a busy machine.
+    """
+
+    wall_clock: Callable[[], float] = time.perf_counter
+    cpu_clock: Callable[[], float] = time.process_time
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def start(self) -> tuple[float, float]:
+        return self.wall_clock(), self.cpu_clock()
+
+    def stop(self, started: tuple[float, float]) -> None:
+        self.wall_s += self.wall_clock() - started[0]
+        self.cpu_s += self.cpu_clock() - started[1]
+
+    @property
+    def share(self) -> float | None:
+        """CPU seconds per wall second over the timed regions; None before any."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else None
+
+
 def time_call(call: Callable[[], object], sync: Callable[[], None], clock: Callable[[], float]) -> float:
     """Seconds for one call on `clock`, including the device work it queued."""
     sync()
@@ -84,6 +112,7 @@ def interleaved_times(
     on_round: Callable[[int, int], None] = lambda done, total: None,
     clock: Callable[[], float] = time.perf_counter,
     seed: int = 0,
+    core_share: CoreShare | None = None,
 ) -> dict[str, list[float]]:
     """Times of every call, measured in interleaved rounds.
 
@@ -92,6 +121,7 @@ def interleaved_times(
     then up to `repeats` timed ones; a call whose warm-up shows it would spend more than
     `budget_s` on its repeats gets fewer, never less than `min_repeats`.
     `prepare(name)` runs untimed before every call (zeroing grads).
+    core_share: when given, the timed rounds' wall and CPU seconds are added to it.
     Returns name -> seconds, one entry per round the call took part in (rounds 0, 1, ...).
     """
     planned: dict[str, int] = {}
@@ -107,6 +137,7 @@ def interleaved_times(
     rounds = max(planned.values())
     times: dict[str, list[float]] = {name: [] for name in calls}
     order, shuffler = list(calls), random.Random(seed)
+    started = core_share.start() if core_share is not None else None
     for round_index in range(rounds):
         shuffler.shuffle(order)
         for name in order:
@@ -114,11 +145,15 @@ def interleaved_times(
                 prepare(name)
                 times[name].append(time_call(calls[name], sync, clock))
         on_round(round_index + 1, rounds)
+    if core_share is not None:
+        core_share.stop(started)
     return times
 
 
-def summarize(times: dict[str, list[float]], baseline: str, scale: dict[str, float] | None = None) -> dict:
-    """name -> Summary; ratios pair each round with the baseline's time in the same round.
+def summarize_times(
+    times: dict[str, list[float]], baseline: str, scale: dict[str, float] | None = None
+) -> dict:
+    """name -> TimingSummary; ratios pair each round with the baseline's time in the same round.
 
     scale: optional name -> factor applied to that contender's times before comparing
     (1 / batch to compare per-image times of contenders run at different batch sizes).
@@ -130,8 +165,8 @@ def summarize(times: dict[str, list[float]], baseline: str, scale: dict[str, flo
         scaled = [t * scale.get(name, 1.0) for t in values]
         q1, median, q3 = quartiles(scaled)
         if name == baseline:
-            summaries[name] = Summary(median, q1, q3, len(scaled))
+            summaries[name] = TimingSummary(median, q1, q3, len(scaled))
             continue
         r1, ratio, r3 = quartiles([t / b for t, b in zip(scaled, base, strict=False)])
-        summaries[name] = Summary(median, q1, q3, len(scaled), ratio, r1, r3)
+        summaries[name] = TimingSummary(median, q1, q3, len(scaled), ratio, r1, r3)
     return summaries
