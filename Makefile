@@ -6,7 +6,7 @@ RUN := $(UV) run --frozen
 TEST_MIRROR := $(wildcard ../shared/data)
 LINT_PATHS := src tests scripts $(wildcard train.py)
 
-.PHONY: install test lint format verify bench train sweep tensorboard lockstep does-it-learn report readme clean help
+.PHONY: install test lint format verify bench train sweep tensorboard lockstep does-it-learn report readme docs-check clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,8 +57,12 @@ does-it-learn: install  ## the does-it-learn sweep (EXPERIMENT=does_it_learn_van
 report: install  ## does-it-learn table, verdicts, report.md + report.png of a sweep (SWEEP=dir, default newest)
 	$(RUN) python -m convlab.report $(SWEEP)
 
-readme: install  ## refresh README's results blocks from the tool outputs under docs/results/
-	$(RUN) python scripts/readme_include.py README.md
+readme: install  ## refresh the results blocks of README.md and docs/*.md from the files under docs/results/
+	$(RUN) python scripts/readme_include.py
+
+docs-check: install  ## run every command README.md and docs/*.md print, the slow ones too (an hour or more)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(abspath $(TEST_MIRROR))} CONVLAB_DOCS_COMMANDS=all \
+		$(RUN) pytest -p no:cacheprovider tests/test_docs_commands.py
 
 clean:  ## remove the environment and caches (keeps outputs/ and data/)
 	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
