@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import time
 from pathlib import Path
 
+import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -75,3 +77,32 @@ def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.paths.log_dir = str(output_dir)
         del cfg["hydra"]  # @hydra.main hands the task the config without it
     return cfg
+
+
+class SlowBatches(L.Callback):
+    """Sleeps `seconds` after every training batch: a tiny run lasts long enough to be signalled mid-way.
+
+    Add it from the command line: +callbacks.slow._target_=harness.SlowBatches +callbacks.slow.seconds=0.2
+    (with tests/ on PYTHONPATH). It changes no number the run computes.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        time.sleep(self.seconds)
+
+
+class LastCheckpointEpochs(L.Callback):
+    """Records, at the start of each training epoch, the epoch `<run>/checkpoints/last.ckpt` holds
+    (None while there is none) in the class attribute `seen` (reset when a fit starts)."""
+
+    seen: list[int | None] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        type(self).seen = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        epoch = torch.load(last, weights_only=False)["epoch"] if last.is_file() else None
+        type(self).seen.append(epoch)
