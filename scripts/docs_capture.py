@@ -4,7 +4,7 @@
         'python -m convlab.verify my_conv.py:VanillaConv2d --quick'
 
 The commands run one after another in a workspace: a temporary folder that looks like the one a user
-works in, the project's entry points (train.py, configs/, Makefile, the environment) linked in and the
+works in, the project's entry points in it (train.py, configs/, Makefile, the environment) and the
 user-layer fixtures copied in under the names the docs use (USER_FILES: `my_conv.py` is the learner's
 layer, `numpy_conv.py` the notebook's NumPy class, `layers.py` the assignment-style function pairs).
 The file written holds a stamp (date, machine, Python, torch and convlab versions, the command that
@@ -33,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# What a workspace links from the project (the clone a user has) and copies in as the user's own files.
-LINKED = ("train.py", "configs", "Makefile", "pyproject.toml", "uv.lock", ".venv", "src", "scripts", "data")
+# What a workspace takes from the project (the clone a user has): train.py copied, because it finds the
+# project's root (where outputs/ go) from its own path; the rest linked. Then the user's own files, copied.
+COPIED = ("train.py",)
+LINKED = ("configs", "Makefile", "pyproject.toml", "uv.lock", ".venv", "src", "scripts", "data")
 USER_FILES = {
     "my_conv.py": "tests/user_layers/learner_conv.py",
     "numpy_conv.py": "tests/user_layers/numpy_conv.py",
@@ -54,15 +56,19 @@ class Result:
 
 @contextmanager
 def workspace(root: Path | None = None) -> Iterator[Path]:
-    """A temporary folder with the project's entry points linked in and the user-layer fixtures copied in.
+    """A temporary folder with the project's entry points and the user-layer fixtures in it.
 
-    Links, not copies: the environment (.venv) and data/ are shared with the clone, so nothing is
-    installed or downloaded again. `root` (default: this repository) is the project to link from.
+    Runs started there write their outputs/ there. The environment (.venv) and data/ are links shared
+    with the clone, so nothing is installed or downloaded again. `root` (default: this repository) is
+    the project to take them from.
     """
     root = root or REPO
     (root / "data").mkdir(exist_ok=True)  # shared extracted MNIST: the first run fills it, later ones read it
     with tempfile.TemporaryDirectory(prefix="convlab-docs-") as tmp:
         folder = Path(tmp)
+        for name in COPIED:
+            if (root / name).is_file():
+                (folder / name).write_text((root / name).read_text())
         for name in LINKED:
             if (root / name).exists():
                 (folder / name).symlink_to(root / name)

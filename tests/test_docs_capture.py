@@ -27,7 +27,7 @@ def test_workspace_holds_the_user_files_and_links_the_project(tmp_path: Path) ->
     (project / "train.py").write_text("print('hi')\n")
     with docs_capture.workspace(project) as folder:
         assert (folder / "my_conv.py").read_text() == "class VanillaConv2d: ...\n"
-        assert (folder / "train.py").resolve() == (project / "train.py").resolve()
+        assert (folder / "train.py").read_text() == "print('hi')\n" and not (folder / "train.py").is_symlink()
         assert not (folder / "numpy_conv.py").exists()  # fixtures missing from the project are left out
         results = docs_capture.run(["echo made > out.txt && cat out.txt", "ls my_conv.py; exit 3"], folder)
         assert (folder / "out.txt").is_file()  # commands of one capture share the folder
