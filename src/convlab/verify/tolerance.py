@@ -32,6 +32,8 @@ from torch import Tensor
 # The dtypes the tools compare in, by the name their command lines take.
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SAFETY = 4
+# The dtypes the tools run layers in, by the names their command lines take.
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # A result judged at float64 is also tried at float32's tolerance: the lower precision
 # a float64 pipeline most often slips into (float32 weights, NumPy or torch defaults).
 LOWER_PRECISION = {torch.float64: torch.float32}
