@@ -29,8 +29,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# The dtypes the tools compare in, by the name their command lines take.
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SAFETY = 4
 # The dtypes the tools run layers in, by the names their command lines take.
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
