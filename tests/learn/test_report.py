@@ -1,9 +1,11 @@
-"""The report on a tiny hand-made sweep: exact table cells, verdict wording, files written."""
+"""The report on small hand-made sweeps: exact table cells and verdicts, and every run it cannot average
+(missing, failed, not completed, malformed, another setting or an older layout) reported, not hidden."""
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from convlab.learn.report import build_report, main, newest_sweep
 
@@ -11,32 +13,39 @@ from convlab.learn.report import build_report, main, newest_sweep
 BASELINE = (0.87, 0.88, 0.89)
 LEARNING = {"none": (0.96, 0.97, 0.98), "frozen_conv": BASELINE, "frozen_fc": (0.79, 0.80, 0.81)}
 NOT_LEARNING = {"none": BASELINE, "frozen_conv": BASELINE, "frozen_fc": (0.09, 0.10, 0.11)}
+SETTING = {"data": "mnist", "train_subset": 1000, "epochs": 1, "batch_size": 16, "optimizer": "Adam"}
 
 
-def write_result(path: Path, conv: str, probe: str, seed: int, test_acc: float, **metrics) -> None:
+def write_result(path: Path, conv: str, probe: str, seed: int, test_acc, setting=SETTING, **metrics) -> None:
     """One results.json in the shape train.py writes (only the fields the report reads are filled)."""
     frozen_unchanged = None if probe == "none" else True
     result = {
+        "status": "completed",
         "conv": conv,
         "probe": probe,
         "data": "mnist",
         "seed": seed,
+        "setting": setting,
+        "code_version": {"convlab": "0.1.0", "git_commit": "abc", "git_dirty": False},
         "overrides": [f"conv={conv}", f"probe={probe}", f"seed={seed}"],
         "config": {},
         "metrics": {
             "test_acc": test_acc,
+            "test_loss": 0.3,
             "frozen_unchanged": frozen_unchanged,
             "epochs": 1,
             "train_images": 1000,
         }
         | metrics,
     }
+    if setting is None:
+        del result["setting"], result["status"], result["code_version"]
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(result))
 
 
 def write_sweep(
-    root: Path, conv: str, accuracies: dict, drift: tuple[float, ...], epoch_s: tuple[float, ...] = ()
+    root: Path, conv: str, accuracies: dict, drift: tuple[float, ...], epoch_s: tuple[float, ...] = (), **kw
 ) -> None:
     for probe, values in accuracies.items():
         for seed, acc in enumerate(values):
@@ -44,10 +53,18 @@ def write_sweep(
             if probe == "none":
                 extra = {
                     "redrawn_conv_test_acc": 0.24 + 0.01 * seed,
+                    "redrawn_conv_test_acc_per_layer": {"conv1": 0.30 + 0.01 * seed, "conv2": 0.5},
                     "conv_drift": {"conv1": drift[seed], "conv2": drift[seed] / 2},
                     "epoch_time_s": epoch_s[seed] if epoch_s else None,
                 }
-            write_result(root / f"{conv}-{probe}-{seed}", conv, probe, seed, acc, **extra)
+            write_result(root / f"{conv}-{probe}-{seed}", conv, probe, seed, acc, **extra, **kw)
+
+
+def verdict_block(markdown: str, name: str) -> list[str]:
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"- {name}: "))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
 
 
 @pytest.fixture
@@ -62,47 +79,112 @@ def test_table_has_exact_cells_in_registry_order(sweep: Path):
     header = next(line for line in lines if line.startswith("| conv"))
     assert header == (
         "| conv | data | train images × epochs | none | frozen_conv | frozen_fc | re-drawn conv "
-        "| drift conv1 | drift conv2 | s/epoch |"
+        "| re-drawn conv1 | re-drawn conv2 | drift conv1 | drift conv2 | s/epoch |"
     )
     rows = [line for line in lines if line.startswith("| unfold") or line.startswith("| broken")]
     assert rows == [
         "| unfold | mnist | 1000 × 1 | 97.0 ± 1.0 (3) | 88.0 ± 1.0 (3) | 80.0 ± 1.0 (3) | 25.0 ± 1.0 (3) "
-        "| 0.810 ± 0.010 (3) | 0.405 ± 0.005 (3) | 2.00 ± 0.10 (3) |",
+        "| 31.0 ± 1.0 (3) | 50.0 ± 0.0 (3) | 0.810 ± 0.010 (3) | 0.405 ± 0.005 (3) | 2.00 ± 0.10 (3) |",
         "| broken | mnist | 1000 × 1 | 88.0 ± 1.0 (3) | 88.0 ± 1.0 (3) | 10.0 ± 1.0 (3) | 25.0 ± 1.0 (3) "
-        "| 0.000 ± 0.000 (3) | 0.000 ± 0.000 (3) | – |",
+        "| 31.0 ± 1.0 (3) | 50.0 ± 0.0 (3) | 0.000 ± 0.000 (3) | 0.000 ± 0.000 (3) | – |",
     ]
 
 
 def test_verdict_for_a_learning_conv(sweep: Path):
-    # Welch: sd 1 pp in both groups of 3 -> df 4, half width 2.776 * sqrt(2/3) = 2.27 pp
-    expected = (
-        "- unfold (mnist): conv layers learn — full training beats frozen_conv by +9.0 pp "
-        "(95% CI 6.7 to 11.3, Welch p=0.00039, n=3+3); frozen_fc reaches 80.0% "
-        "(95% CI 77.5 to 82.5, n=3, chance 10%); conv weights moved (drift conv1 0.810, conv2 0.405)"
+    block = verdict_block(build_report(sweep), "unfold (mnist)")
+    assert block == [
+        "- unfold (mnist): learns — gain over frozen_conv, frozen_fc above the bar, every conv moves",
+        "  - full training beats frozen_conv by +9.0 pp (95% CI 6.7 to 11.3, Welch p=0.00039, n=3+3)",
+        "  - frozen_fc reaches 80.0% (95% CI 77.5 to 82.5, n=3), above the 20% bar",
+        "  - conv1: weights moved (drift 0.810)",
+        "  - conv1: re-drawing the weights costs 66.0 pp (95% CI 66.0 to 66.0, n=3)",
+        "  - conv2: weights moved (drift 0.405)",
+        "  - conv2: re-drawing the weights costs 47.0 pp (95% CI 44.5 to 49.5, n=3)",
+    ]
+
+
+def test_verdict_and_hint_for_a_conv_that_does_not_learn(sweep: Path):
+    block = verdict_block(build_report(sweep), "broken (mnist)")
+    assert block[0] == (
+        "- broken (mnist): does not learn — conv1: weights did not move (drift 0.000, needs > 0.001) "
+        "(and 2 more finding(s) below)"
     )
-    assert expected in build_report(sweep).splitlines()
+    assert "  - no gain over frozen_conv shown: +0.0 pp (95% CI -2.3 to 2.3, Welch p=1, n=3+3)" in block
+    assert "  - frozen_fc stays near chance: 10.0% (95% CI 7.5 to 12.5, n=3), below the 20% bar" in block
+    assert block[-1].startswith("  - hint: no conv layer's weights move: their gradient is zero or absent")
 
 
-def test_verdict_for_a_conv_that_does_not_learn(sweep: Path):
-    expected = (
-        "- broken (mnist): conv layers NOT shown to learn — no clear gain over frozen_conv: +0.0 pp "
-        "(95% CI -2.3 to 2.3, Welch p=1, n=3+3); frozen_fc stays near chance: 10.0% "
-        "(95% CI 7.5 to 12.5, n=3, chance 10%), needs > 20%; "
-        "conv weights did not move (drift conv1 0.000, conv2 0.000; needs > 0.001)"
-    )
-    assert expected in build_report(sweep).splitlines()
+def test_missing_and_failed_runs_are_counted_and_listed(sweep: Path):
+    (sweep / "7" / ".hydra").mkdir(parents=True)
+    (sweep / "7" / ".hydra" / "overrides.yaml").write_text("- conv=unfold\n- probe=frozen_fc\n- seed=3\n")
+    write_result(sweep / "8", "unfold", "none", 3, 0.97)
+    failed = json.loads((sweep / "8" / "results.json").read_text()) | {"status": "failed", "metrics": None}
+    (sweep / "8" / "results.json").write_text(json.dumps(failed | {"error": "RuntimeError: boom"}))
+    markdown = build_report(sweep)
+    assert "18 runs (2 of 20 runs missing, failed or unreadable: see Warnings)." in markdown
+    assert "- 2 of 20 runs missing, failed or unreadable: left out of every average below" in markdown
+    assert "8/results.json: status 'failed' (RuntimeError: boom)" in markdown
+    assert "7 (conv=unfold probe=frozen_fc seed=3)" in markdown
+    assert verdict_block(markdown, "unfold (mnist)")[0].endswith("[1 of 10 runs missing or failed]")
 
 
-def test_one_seed_gives_a_provisional_verdict_and_a_missing_probe_none(tmp_path: Path):
-    write_sweep(tmp_path, "unfold", {p: v[:1] for p, v in LEARNING.items()}, drift=(0.8,))
-    write_result(tmp_path / "manual-none-0", "manual", "none", 0, 0.97)
+def test_a_list_or_string_where_a_number_belongs_is_skipped_with_a_warning(sweep: Path, capsys):
+    write_result(sweep / "list", "unfold", "none", 5, [0.9, 0.8])
+    write_result(sweep / "string", "unfold", "none", 6, 0.9, conv_drift={"conv1": "high"})
+    (sweep / "crashed").mkdir()
+    (sweep / "crashed" / "results.json").write_text("{not json")
+    markdown = build_report(sweep)
+    err = capsys.readouterr().err
+    assert "list/results.json: MalformedResult: metrics.test_acc is list [0.9, 0.8], not a number" in err
+    assert 'string/results.json: MalformedResult: metrics.conv_drift.conv1 is str "high", not a number' in err
+    assert "crashed/results.json: JSONDecodeError" in err
+    assert "3 of 21 runs missing, failed or unreadable" in markdown
+    assert "| unfold | mnist | 1000 × 1 | 97.0 ± 1.0 (3) |" in markdown
+
+
+def test_runs_of_other_settings_and_older_layouts_are_not_averaged_together(tmp_path: Path):
+    write_sweep(tmp_path / "small", "torch", LEARNING, drift=(0.8, 0.8, 0.8))
+    write_sweep(tmp_path / "large", "torch", LEARNING, drift=(0.8, 0.8, 0.8), setting=SETTING | {"epochs": 3})
+    write_sweep(tmp_path / "old", "torch", LEARNING, drift=(0.8, 0.8, 0.8), setting=None)
     markdown = build_report(tmp_path)
+    rows = [line for line in markdown.splitlines() if line.startswith("| torch")]
+    assert [row.split(" | ")[2] for row in rows] == [
+        "epochs=1",
+        "epochs=3",
+        "older results layout, setting not recorded",
+    ]
+    assert all("(3)" in row and "(6)" not in row for row in rows)
+    assert "- 3 different settings: their runs are not comparable and are not averaged together" in markdown
+    assert "epochs: 1 / 3 / (not recorded)" in markdown
+    assert "- torch (mnist, epochs=3): learns" in markdown
+
+
+def test_small_budget_names_what_to_raise_and_the_plot_draws_the_bar(tmp_path: Path):
+    small = {"none": (0.80, 0.85, 0.90), "frozen_conv": (0.70, 0.75, 0.80), "frozen_fc": (0.10, 0.30, 0.50)}
+    write_sweep(tmp_path, "torch", small, drift=(0.8, 0.8, 0.8))
+    markdown = build_report(tmp_path)
+    block = verdict_block(markdown, "torch (mnist)")
+    assert "the reference is not shown to learn at this budget" in block[0]
+    assert block[0].endswith("raise data.train_subset (now 1000), trainer.max_epochs (now 1), seeds (now 3)")
+    assert block[-1].startswith("  - hint: nn.Conv2d is not shown to learn at this budget")
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_filters_figure_from_saved_filters(sweep: Path):
+    saved = {
+        "layer": "conv1",
+        "init": torch.randn(10, 1, 5, 5),
+        "trained": torch.randn(10, 1, 5, 5),
+        "digit": torch.rand(1, 28, 28),
+        "label": 7,
+        "activations": torch.randn(10, 24, 24),
+    }
+    torch.save(saved, sweep / "unfold-none-0" / "filters.pt")
+    markdown = build_report(sweep)
     assert (
-        "- unfold (mnist): conv layers learn — full training beats frozen_conv by +9.0 pp (no CI: n < 2"
-        in markdown
+        "![conv1's filters at init and after training, one digit's activation maps](filters.png)" in markdown
     )
-    assert "[provisional: fewer than 2 seeds, no confidence interval]" in markdown
-    assert "- manual (mnist): cannot judge: no runs for probe frozen_conv, frozen_fc" in markdown
+    assert (sweep / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_writes_files_and_states_statistics(sweep: Path, capsys):
@@ -110,15 +192,8 @@ def test_writes_files_and_states_statistics(sweep: Path, capsys):
     markdown = (sweep / "report.md").read_text()
     assert "Welch–Satterthwaite" in markdown and "no multiplicity correction" in markdown
     assert (sweep / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (sweep / "filters.png").exists()
     assert "| unfold | mnist |" in capsys.readouterr().out
-
-
-def test_skips_unreadable_files_and_warns(sweep: Path, capsys):
-    (sweep / "crashed").mkdir()
-    (sweep / "crashed" / "results.json").write_text("{not json")
-    markdown = build_report(sweep)
-    assert "crashed/results.json: JSONDecodeError" in capsys.readouterr().err
-    assert "## Warnings" in markdown and "crashed/results.json" in markdown
 
 
 def test_frozen_parameters_that_changed_are_flagged(tmp_path: Path):
@@ -128,7 +203,7 @@ def test_frozen_parameters_that_changed_are_flagged(tmp_path: Path):
 
 
 def test_clear_errors_without_results(tmp_path: Path):
-    with pytest.raises(SystemExit, match="no readable results.json"):
+    with pytest.raises(SystemExit, match="no usable results.json"):
         build_report(tmp_path)
     with pytest.raises(SystemExit, match="no sweep under"):
         newest_sweep(tmp_path / "multirun")

@@ -1,105 +1,189 @@
-"""Does a conv implementation learn? Three pieces of evidence, each with a stated rule.
+"""Does a conv implementation learn? learns / does not learn / inconclusive, with the reason.
 
-1. Its weights move: mean relative drift ||W - W0|| / ||W0|| of every conv layer
-   after full training (probe=none) is above `DRIFT_MIN`. A zeroed or detached
-   weight gradient leaves drift exactly 0.
-2. Training the convs pays: test accuracy of full training (probe=none) minus
-   conv-frozen-at-init (probe=frozen_conv), the random-features baseline where
-   the FC layers do all the work. Holds when the whole two-sided 95% Welch
-   confidence interval of the difference is above 0.
-3. The convs learn on their own: with the FC layers frozen at init
-   (probe=frozen_fc) only the convs can fit the labels; a conv with wrong
-   gradients stays near chance. Holds when the whole two-sided 95% t interval of
-   the mean accuracy is above chance + `NEAR_CHANCE_MARGIN`.
+The evidence (rules and thresholds in `convlab.learn.evidence`) is weighed in this order; the first
+step that applies decides:
 
-"learn" needs all three. With fewer than 2 seeds in a group there is no
-interval: rules 2 and 3 fall back to the point estimate and the verdict is
-marked provisional.
+1. inconclusive: a probe has no runs, or fewer than `MIN_SEEDS` seeds (no interval).
+2. inconclusive: the network does not train in this setting: the frozen_conv baseline (FC layers on
+   random conv features) does not beat chance, or nn.Conv2d's full training in the same setting does
+   not. The init or the learning rate is at fault before the conv can be judged.
+3. inconclusive: a probe's accuracies have zero spread at chance (every seed the same value): the
+   interval is degenerate and tests nothing.
+4. does not learn: any evidence points against learning: full training significantly worse than
+   frozen_conv, frozen_fc's whole interval below the 20% bar, a conv layer whose weights do not move,
+   a layer whose re-drawing keeps the accuracy.
+5. learns: full training beats frozen_conv, frozen_fc clears the bar, every conv layer moves.
+6. inconclusive otherwise (an interval straddles its bar): when nn.Conv2d in the same setting is itself
+   not shown to learn, the budget is too small; else more seeds or a larger budget would tell.
+
+Hints (`convlab.learn.hints`) name the likely cause of what steps 2 and 4 found.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 
-from convlab.learn.stats import mean_interval, summarize, welch_difference
+from convlab.learn import evidence as ev
+from convlab.learn.evidence import Evidence, Points
+from convlab.learn.hints import Hint, hints_for
+from convlab.learn.stats import mean_interval, summarize
 
-CHANCE = 0.10  # MNIST and Fashion-MNIST both have 10 balanced classes
-NEAR_CHANCE_MARGIN = 0.10  # frozen_fc must clear 20%: bias-only learning or noise stays below
-DRIFT_MIN = 1e-3
-CONFIDENCE = 0.95
 REQUIRED_PROBES = ("none", "frozen_conv", "frozen_fc")
+MIN_SEEDS = 2
+LEAD_ORDER = ("gain", "drift", "redraw", "frozen_fc", "baseline")
+
+
+class Outcome(Enum):
+    LEARNS = "learns"
+    DOES_NOT_LEARN = "does not learn"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the runs of one conv implementation in one setting measured (fractions, one value per seed).
+
+    accuracies: probe -> test accuracy; drift: conv layer -> drift of each probe=none run;
+    redraw_drops: conv layer (None: all convs at once) -> test accuracy minus re-drawn accuracy of each
+    probe=none run; test_loss: probe -> test loss; budget: the setting's knobs and their values, e.g.
+    {"data.train_subset": 2000, "trainer.max_epochs": 2}, named when the budget is too small.
+    """
+
+    name: str
+    accuracies: Mapping[str, Sequence[float]]
+    drift: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    redraw_drops: Mapping[str | None, Sequence[float]] = field(default_factory=dict)
+    test_loss: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    budget: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """learns: True / False, or None when a probe is missing; text: one line for the report."""
+    """outcome with its one-line reason, every piece of evidence, and the hints it triggered."""
 
-    learns: bool | None
-    provisional: bool
-    text: str
+    name: str
+    outcome: Outcome
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+    hints: tuple[Hint, ...] = ()
+    trains: bool | None = None  # full training beats chance (the reference's decides for its setting)
 
+    @property
+    def headline(self) -> str:
+        return f"{self.name}: {self.outcome.value} — {self.reason}"
 
-def _pct_interval(interval: tuple[float, float] | None, scale: float = 100.0) -> str:
-    if interval is None:
-        return "no CI: n < 2"
-    return f"{CONFIDENCE:.0%} CI {interval[0] * scale:.1f} to {interval[1] * scale:.1f}"
-
-
-def _drift_clause(drift: Mapping[str, Sequence[float]]) -> tuple[bool, str]:
-    means = {layer: summarize(values).mean for layer, values in drift.items() if values}
-    listed = ", ".join(f"{layer} {mean:.3f}" for layer, mean in sorted(means.items()))
-    if not means:
-        return False, "conv weight drift not recorded"
-    if all(mean > DRIFT_MIN for mean in means.values()):
-        return True, f"conv weights moved (drift {listed})"
-    return False, f"conv weights did not move (drift {listed}; needs > {DRIFT_MIN:g})"
-
-
-def _baseline_clause(full: Sequence[float], frozen_conv: Sequence[float]) -> tuple[bool, str]:
-    diff = welch_difference(full, frozen_conv, CONFIDENCE)
-    interval = None if diff.low is None else (diff.low, diff.high)
-    passed = diff.estimate > 0 if diff.low is None else diff.low > 0
-    p_text = "" if diff.p_value is None else f", Welch p={diff.p_value:.2g}"
-    detail = f"{diff.estimate * 100:+.1f} pp ({_pct_interval(interval)}{p_text}, n={diff.n_a}+{diff.n_b})"
-    if passed:
-        return True, f"full training beats frozen_conv by {detail}"
-    return False, f"no clear gain over frozen_conv: {detail}"
+    @property
+    def text(self) -> str:
+        """Markdown: the headline as a list item, evidence and hints as sub-items."""
+        lines = [f"- {self.headline}"]
+        lines += [f"  - {item.text}" for item in self.evidence if item.rule != "baseline"]
+        lines += [f"  - hint: {hint.text}" for hint in self.hints]
+        return "\n".join(lines)
 
 
-def _frozen_fc_clause(frozen_fc: Sequence[float]) -> tuple[bool, str]:
-    mean = summarize(frozen_fc).mean
-    interval = mean_interval(frozen_fc, CONFIDENCE)
-    threshold = CHANCE + NEAR_CHANCE_MARGIN
-    passed = mean > threshold if interval is None else interval[0] > threshold
-    detail = f"{mean:.1%} ({_pct_interval(interval)}, n={len(frozen_fc)}, chance {CHANCE:.0%})"
-    if passed:
-        return True, f"frozen_fc reaches {detail}"
-    return False, f"frozen_fc stays near chance: {detail}, needs > {threshold:.0%}"
-
-
-def judge(
-    name: str, accuracies: Mapping[str, Sequence[float]], drift: Mapping[str, Sequence[float]]
-) -> Verdict:
-    """accuracies: probe -> test accuracy (fraction) per seed; drift: conv layer -> drift per none seed."""
-    missing = [probe for probe in REQUIRED_PROBES if not accuracies.get(probe)]
-    if missing:
-        return Verdict(None, True, f"{name}: cannot judge: no runs for probe {', '.join(missing)}")
-    clauses = [
-        _baseline_clause(accuracies["none"], accuracies["frozen_conv"]),
-        _frozen_fc_clause(accuracies["frozen_fc"]),
-        _drift_clause(drift),
+def gather(obs: Observations) -> list[Evidence]:
+    """Every piece of evidence the runs allow: network-wide first, then per conv layer."""
+    acc = obs.accuracies
+    items = [
+        ev.baseline(acc["frozen_conv"]),
+        ev.gain(acc["none"], acc["frozen_conv"]),
+        ev.frozen_fc(acc["frozen_fc"]),
     ]
-    learns = all(passed for passed, _ in clauses)
-    provisional = min(len(accuracies[probe]) for probe in REQUIRED_PROBES) < 2
-    if learns:
-        text = f"{name}: conv layers learn — " + "; ".join(clause for _, clause in clauses)
-    else:
-        failed = [clause for passed, clause in clauses if not passed]
-        held = [clause for passed, clause in clauses if passed]
-        text = f"{name}: conv layers NOT shown to learn — " + "; ".join(failed)
-        if held:
-            text += " (what held: " + "; ".join(held) + ")"
-    if provisional:
-        text += " [provisional: fewer than 2 seeds, no confidence interval]"
-    return Verdict(learns, provisional, text)
+    # The network's order (results.json keeps it), input side first.
+    layers = list(dict.fromkeys([*obs.drift, *(layer for layer in obs.redraw_drops if layer is not None)]))
+    for layer in layers:
+        items.append(ev.drift(layer, obs.drift.get(layer, ())))
+        if layer in obs.redraw_drops:
+            items.append(ev.redraw(layer, obs.redraw_drops[layer]))
+    if not layers:
+        items.append(ev.drift("conv layers", ()))
+    if None in obs.redraw_drops and not any(layer in obs.redraw_drops for layer in layers):
+        items.append(ev.redraw(None, obs.redraw_drops[None]))
+    return items
+
+
+def beats_chance(values: Sequence[float]) -> bool:
+    """The whole mean interval above the bar (n >= 2)."""
+    interval = mean_interval(values, ev.CONFIDENCE) if len(values) >= 2 else None
+    return interval is not None and bool(interval[0] > ev.BAR)
+
+
+def budget_advice(budget: Mapping[str, object]) -> str:
+    knobs = ", ".join(f"{key} (now {value})" for key, value in budget.items())
+    return f"raise {knobs}" if knobs else "raise data.train_subset, trainer.max_epochs or the number of seeds"
+
+
+def judge(obs: Observations, reference: Verdict | None = None, is_reference: bool = False) -> Verdict:
+    """The verdict for `obs`; `reference`: nn.Conv2d's verdict in the same setting and data, if it ran."""
+    missing = [probe for probe in REQUIRED_PROBES if not obs.accuracies.get(probe)]
+    if missing:
+        return Verdict(obs.name, Outcome.INCONCLUSIVE, f"no runs for probe {', '.join(missing)}")
+    counts = {probe: len(obs.accuracies[probe]) for probe in REQUIRED_PROBES}
+    items = tuple(gather(obs))
+    trains = beats_chance(obs.accuracies["none"])
+
+    def verdict(outcome: Outcome, reason: str, budget_too_small: bool = False) -> Verdict:
+        hints = hints_for(items, obs.test_loss, obs.budget, reference_not_learning=budget_too_small)
+        return Verdict(obs.name, outcome, reason, items, tuple(hints), trains)
+
+    few = {probe: n for probe, n in counts.items() if n < MIN_SEEDS}
+    if few:
+        listed = ", ".join(f"{probe} n={n}" for probe, n in few.items())
+        return verdict(
+            Outcome.INCONCLUSIVE, f"too few seeds ({listed}): an interval needs at least {MIN_SEEDS}"
+        )
+    base = next(item for item in items if item.rule == "baseline")
+    if base.points is Points.AGAINST:
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"the network does not train in this setting: {base.text} — the init or the learning rate, "
+            "before the conv can be judged",
+        )
+    if reference is not None and not is_reference and reference.trains is False:
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"nn.Conv2d itself does not beat chance in this setting ({reference.name}): the setting, not "
+            "the layer; " + budget_advice(obs.budget),
+            budget_too_small=True,
+        )
+    flat = [
+        p for p in REQUIRED_PROBES if ev.zero_spread(obs.accuracies[p]) and obs.accuracies[p][0] <= ev.BAR
+    ]
+    if flat:
+        listed = ", ".join(f"{p} {summarize(obs.accuracies[p]).mean:.1%}" for p in flat)
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"zero spread at chance ({listed} in every seed): a degenerate interval tests nothing "
+            "(the network predicts one class?)",
+        )
+    against = [item for item in items if item.points is Points.AGAINST]
+    if against:
+        # The most specific finding leads: a loss against the baseline or a layer that does not move
+        # names the defect; frozen_fc near chance follows from any of them.
+        against.sort(key=lambda item: LEAD_ORDER.index(item.rule))
+        return verdict(Outcome.DOES_NOT_LEARN, against[0].text + _more(against))
+    needed = [item for item in items if item.rule in ("gain", "frozen_fc", "drift")]
+    if all(item.points is Points.SUPPORTS for item in needed):
+        return verdict(Outcome.LEARNS, "gain over frozen_conv, frozen_fc above the bar, every conv moves")
+    unshown = "; ".join(item.text for item in needed if item.points is not Points.SUPPORTS)
+    if is_reference:
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"the reference is not shown to learn at this budget ({unshown}): the budget is too small; "
+            + budget_advice(obs.budget),
+            budget_too_small=True,
+        )
+    if reference is not None and reference.outcome is not Outcome.LEARNS:
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"{unshown}; nn.Conv2d is not shown to learn in this setting either: the budget is too small; "
+            + budget_advice(obs.budget),
+            budget_too_small=True,
+        )
+    return verdict(Outcome.INCONCLUSIVE, f"{unshown}: more seeds or a larger budget would tell")
+
+
+def _more(against: Sequence[Evidence]) -> str:
+    return f" (and {len(against) - 1} more finding(s) below)" if len(against) > 1 else ""
