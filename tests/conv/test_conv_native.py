@@ -28,7 +28,7 @@ def gradients_match_f_conv2d(layer: NativeConv2d, x: torch.Tensor, rtol: float, 
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
 
 
-# Each shape takes a different way through native_kernels.c (float64: 8 numbers a vector).
+# Each shape takes a different way through kernels.c (float64: 8 numbers a vector).
 PATHS = {
     # stride 1, full-width columns; dW through dout^T (C_out/G = 16, whole vectors)
     "full width, dW by output": dict(in_channels=4, out_channels=32, kernel_size=3, groups=2, size=9),
@@ -140,7 +140,7 @@ def test_other_dtypes_take_fasts_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_kernel(dtype: torch.dtype) -> None:
         raise AssertionError(f"the C kernel was asked for {dtype}")
 
-    monkeypatch.setattr("convlab.conv.native.layer.library", no_kernel)
+    monkeypatch.setattr("convlab.conv.native.op.library", no_kernel)
     layer = NativeConv2d(2, 4, 3, padding=1, dtype=torch.bfloat16)
     x = torch.randn(2, 2, 6, 6, dtype=torch.bfloat16)
     expected = F.conv2d(x.double(), layer.weight.double(), layer.bias.double(), padding=1)
@@ -162,7 +162,7 @@ def test_built_once_then_loaded_from_the_cache(tmp_path, monkeypatch: pytest.Mon
 
 def test_an_edited_source_is_built_anew(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVLAB_CACHE", str(tmp_path / "cache"))
-    source = tmp_path / "native_kernels.c"
+    source = tmp_path / "kernels.c"
     source.write_text(native_build.SOURCE.read_text())
     monkeypatch.setattr(native_build, "SOURCE", source)
     first = native_build.build(torch.float64)
@@ -178,10 +178,10 @@ def test_no_compiler_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_compile_error_shows_the_compilers_message(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVLAB_CACHE", str(tmp_path / "cache"))
-    source = tmp_path / "native_kernels.c"
+    source = tmp_path / "kernels.c"
     source.write_text("this is not C;\n")
     monkeypatch.setattr(native_build, "SOURCE", source)
-    with pytest.raises(native_build.NativeBuildError, match=r"(?s)compiling native_kernels.c failed.*error"):
+    with pytest.raises(native_build.NativeBuildError, match=r"(?s)compiling kernels.c failed.*error"):
         native_build.build(torch.float32)
     assert list((tmp_path / "cache").iterdir()) == []
 
@@ -194,7 +194,7 @@ def test_builds_without_openmp_on_one_thread(tmp_path) -> None:
     result = native_build._run_compiler(native_build.find_compiler(), flags, target)
     assert result.returncode == 0, result.stderr
     lib = ctypes.CDLL(str(target))
-    assert lib.native_threads(4) == 1
+    assert lib.native_threads(4, 8) == 1
 
 
 @pytest.fixture

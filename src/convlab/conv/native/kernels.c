@@ -1,9 +1,10 @@
-/* Kernels of `native` (convlab/conv/native.py): convolution as small matrix products on
+/* Kernels of `native` (convlab/conv/native/layer.py): convolution as small matrix products on
  * columns built per image while they sit in the cache, in plain C.
  *
- * Compiled at first use by convlab/conv/native_build.py, once per element type:
- *     cc -O3 -march=native -fopenmp -shared -fPIC -DREAL=float  native_kernels.c
- * Every tensor is contiguous, NCHW:
+ * Compiled at first use by convlab/conv/native/build.py, once per element type:
+ *     cc -O3 -march=native -fopenmp -shared -fPIC -DREAL=float -DNATIVE_ABI='"..."' kernels.c
+ * The caller (convlab/conv/native/op.py) has checked every tensor: on the CPU, of type REAL,
+ * contiguous NCHW, with the sizes below, and few enough numbers for a long to index:
  *     x     (N, C_in, H_in, W_in)      weight (C_out, C_in/G, kH, kW)
  *     out   (N, C_out, H_out, W_out)   K = C_in/G * kH * kW, P = H_out * W_out
  * Zero padding is done here, one image at a time, into a bordered copy (C_in/G, H, W) in the
@@ -15,6 +16,8 @@
  *    reference network's conv1, 64 KB at conv2) are built, multiplied and dropped
  *    before the next image, by the thread that owns that image. im2col + GEMM in
  *    PyTorch writes kH*kW copies of the whole batch to memory and reads them back.
+ *    A large image goes in bands of output rows whose columns stay under COLUMN_NUMBERS,
+ *    so the workspace is bounded by the image, not by kH*kW copies of it.
  * 2. One register-blocked product, `gemm`, does all the arithmetic: C += A @ B with
  *    a tile of up to MR rows x NV vectors of C held in registers while the loop over
  *    R streams one row of B and one number per row of A. Forward, weight gradient and
@@ -26,26 +29,39 @@
  *    the tile never needs a scalar tail.
  * 3. Images are shared out among the threads of PyTorch's own OpenMP pool (this
  *    library links the libgomp that torch has loaded); the weight gradient is summed
- *    per thread and the partial sums added once at the end.
+ *    per thread and the partial sums of the team that actually ran added at the end.
+ *    OpenMP may grant fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from
+ *    inside another parallel region): only areas written in this call are ever read.
+ *
+ * Non-finite numbers: a product only ever meets numbers F.conv2d's would (0 * Inf is NaN),
+ * so NaN and Inf land where they land in F.conv2d: padding within a row ("junk", below)
+ * is zeroed where an image or the weight is not finite, and no stale number is ever read.
  */
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #else
 static int omp_get_thread_num(void) { return 0; }
+static int omp_get_num_threads(void) { return 1; }
 #endif
 
 #ifndef REAL
 #define REAL float
 #endif
+#ifndef NATIVE_ABI
+#define NATIVE_ABI "unversioned"
+#endif
 
 #ifndef VECTOR_BYTES
-#define VECTOR_BYTES 64 /* one AVX-512 register; native_build.py passes 32 where the CPU has none */
+#define VECTOR_BYTES 64 /* one AVX-512 register; build.py passes 32 where the CPU has none */
 #endif
 #define VL ((long)(VECTOR_BYTES / sizeof(REAL)))
 #define MR 6 /* rows of C per tile */
 #define LONG_ROW (8 * VL) /* dW by dot products from rows this long */
 #define NR_T 4 /* gemm_t: rows of B per tile */
+/* Numbers of one band's columns, at most (one output row's may be more): 4 MB of floats. Every
+ * layer of the reference network and the bench takes an image in one band. */
+#define COLUMN_NUMBERS (1L << 20)
 /* Tiles that fit the vector registers: accumulators + operands + one broadcast number. */
 #if VECTOR_BYTES == 64
 #define NV 4   /* vectors of C per tile row: 6 x 4 + 4 + 1 of AVX-512's 32 registers */
@@ -66,6 +82,8 @@ static inline vec load(const REAL *p) {
 static inline void store(REAL *p, vec v) { memcpy(p, &v, sizeof v); }
 
 static inline long round_up(long n, long multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+static inline long min_long(long a, long b) { return a < b ? a : b; }
 
 /* C (mr, nv * VL) (+)= A (mr, R) @ B (R, nv * VL); constant mr and nv unroll into registers. */
 static inline __attribute__((always_inline)) void tile(int mr, int nv, long r_len, const REAL *a, long lda,
@@ -166,50 +184,101 @@ typedef struct {
     long n, c_in, h, w, c_out, kh, kw, sh, sw, dh, dw, groups, h_out, w_out, h_in, w_in, top, left;
 } Shape;
 
-/* How one image's columns are laid out: K rows (one per weight, (c, i, j)) of `row` numbers per output
- * row, padded to `ld`. At stride 1 a column row can take whole input rows ("full width": `row` = W, so
- * the kW - 1 numbers past each output row are junk that no result reads) and is then one contiguous
- * copy of the input instead of H_out short ones; where output rows are short (conv2: 8 of 12) that
- * saves more than the extra multiplications cost. */
+/* How one band of an image's columns is laid out: K rows (one per weight, (c, i, j)) of `row` numbers per
+ * output row, padded to `ld`. At stride 1 a column row can take whole input rows ("full width": `row` = W,
+ * so the kW - 1 numbers past each output row are junk that no result reads) and is then one contiguous
+ * copy of the input instead of a short one per output row; where output rows are short (conv2: 8 of 12)
+ * that saves more than the extra multiplications cost. A band is `band` output rows, the last one fewer. */
 typedef struct {
     long k;    /* C_in/G * kH * kW, the length of each dot product */
+    long ldk;  /* K rounded up to whole vectors */
     long m;    /* C_out/G, output channels per group */
     long p;    /* H_out * W_out, output pixels */
     long row;  /* numbers per output row in the columns: W (full width) or W_out */
-    long span; /* numbers per column row that hold results: (H_out - 1) * row + W_out */
-    long ld;   /* numbers per column row, a multiple of VL */
+    long band; /* output rows per band */
+    long ld;   /* numbers per column row, a multiple of VL: a whole band's */
     int full;  /* full width */
 } Layout;
 
 static Layout layout(const Shape *s) {
     Layout l;
     l.k = s->c_in / s->groups * s->kh * s->kw;
+    l.ldk = round_up(l.k, VL);
     l.m = s->c_out / s->groups;
     l.p = s->h_out * s->w_out;
     l.full = s->sh == 1 && s->sw == 1 && s->w <= 2 * s->w_out;
     l.row = l.full ? s->w : s->w_out;
-    l.span = (s->h_out - 1) * l.row + s->w_out;
-    l.ld = round_up(s->h_out * l.row, VL);
+    long per_row = (l.ldk > 0 ? l.ldk : 1) * l.row;
+    l.band = COLUMN_NUMBERS / per_row;
+    l.band = l.band < 1 ? 1 : min_long(l.band, s->h_out);
+    l.ld = round_up(l.band * l.row, VL);
     return l;
 }
+
+/* Numbers in a band of `rows` output rows that hold results: (rows - 1) * row + W_out. */
+static long span(const Shape *s, const Layout *l, long rows) { return (rows - 1) * l->row + s->w_out; }
 
 /* Offset in x_g of the input number that weight (c, i, j) meets at output pixel (0, 0). */
 static long tap_offset(const Shape *s, long c, long i, long j) { return (c * s->h + i * s->dh) * s->w + j * s->dw; }
 
-/* cols (K, ld) of one group of one image, x_g (C_in/G, H, W): cols[(c,i,j), y*row + x] = x_g[c, y*sH+i*dH,
- * x*sW+j*dW]. The numbers past `span` in each row stay as they are. */
-static void im2col(const Shape *s, const Layout *l, const REAL *x_g, REAL *cols) {
-    long k = 0;
+/* Numbers in one padded group of one image, (C_in/G, H, W); 0 without padding. */
+static long padded_image(const Shape *s) {
+    return s->h == s->h_in && s->w == s->w_in ? 0 : round_up(s->c_in / s->groups * s->h * s->w, VL);
+}
+
+/* One thread's part of the workspace. */
+typedef struct {
+    REAL *padded, *padded_dx; /* (C_in/G, H, W): the image with its zero border, its gradient */
+    REAL *cols;               /* (K, ld) columns, or (band * W_out, ldk) transposed */
+    REAL *dcols;              /* (K, ld) their gradient */
+    REAL *dout;               /* (M, ld) a band of one group's output, or its gradient, in the columns' layout */
+    REAL *dout_t;             /* (ld, M) the gradient transposed */
+    REAL *dw;                 /* (C_out, ldk), or (G, K, M): this thread's partial weight gradient */
+} Area;
+
+/* Offsets of an Area's parts from its start, and its size: the one place the workspace is laid out.
+ * The workspace is W^T (G, K, M) for dx, then one area per thread. */
+typedef struct {
+    long padded, padded_dx, cols, dcols, dout, dout_t, dw, size, shared;
+} AreaLayout;
+
+static AreaLayout area_layout(const Shape *s, const Layout *l) {
+    AreaLayout a;
+    long at = 0, padded_n = padded_image(s);
+    a.padded = at, at += padded_n;
+    a.padded_dx = at, at += padded_n;
+    a.cols = at, at += l->ldk * l->ld; /* ld >= band * W_out: the transposed columns fit too */
+    a.dcols = at, at += l->k * l->ld;
+    a.dout = at, at += l->m * l->ld;
+    a.dout_t = at, at += l->ld * l->m;
+    a.dw = at, at += s->c_out * l->ldk;
+    a.size = round_up(at, VL);
+    a.shared = round_up(s->c_out * l->k, VL);
+    return a;
+}
+
+static Area area_of(const AreaLayout *a, REAL *workspace, int thread) {
+    REAL *start = workspace + a->shared + thread * a->size;
+    return (Area){start + a->padded, start + a->padded_dx, start + a->cols, start + a->dcols,
+                  start + a->dout,   start + a->dout_t,    start + a->dw};
+}
+
+/* cols (K, ld) of a band of `rows` output rows from y0 on, of one group of one image x_g (C_in/G, H, W):
+ * cols[(c,i,j), y*row + x] = x_g[c, (y0 + y)*sH + i*dH, x*sW + j*dW]; numbers span..ld_r of each row zero. */
+static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, REAL *cols) {
+    long k = 0, used = span(s, l, rows), ld_r = round_up(used, VL);
+    x_g += y0 * s->sh * s->w;
     for (long c = 0; c < s->c_in / s->groups; c++)
         for (long i = 0; i < s->kh; i++)
             for (long j = 0; j < s->kw; j++, k++) {
                 const REAL *from = x_g + tap_offset(s, c, i, j);
                 REAL *to = cols + k * l->ld;
+                memset(to + used, 0, (ld_r - used) * sizeof(REAL));
                 if (l->full) {
-                    memcpy(to, from, l->span * sizeof(REAL));
+                    memcpy(to, from, used * sizeof(REAL));
                     continue;
                 }
-                for (long y = 0; y < s->h_out; y++, to += l->row)
+                for (long y = 0; y < rows; y++, to += l->row)
                     for (long x = 0; x < s->w_out; x++) to[x] = from[y * s->sh * s->w + x * s->sw];
             }
 }
@@ -225,22 +294,23 @@ static int all_finite(const REAL *x, long n) {
     return sum == sum;
 }
 
-/* Full width: zeroes each column row's junk numbers (past W_out in every output row but the last; the
- * rest of the row past `span` is zero already) where the image x_g (C_in/G, H, W) holds an Inf or a NaN,
- * so that the weight gradient's products with their zero output gradients stay zero (0 * Inf is NaN).
- * A finite image, the usual case, costs one pass over it. */
-static void zero_junk(const Shape *s, const Layout *l, const REAL *x_g, REAL *cols) {
-    if (!l->full || l->row == s->w_out || all_finite(x_g, s->c_in / s->groups * s->h * s->w)) return;
+/* Full width: zeroes a band's junk numbers in cols (past W_out in every output row but the last) for an
+ * image that holds an Inf or a NaN, so that the weight gradient's products with their zero output
+ * gradients stay zero (0 * Inf is NaN). */
+static void zero_junk(const Shape *s, const Layout *l, long rows, REAL *cols) {
+    if (!l->full || l->row == s->w_out) return;
     for (long k = 0; k < l->k; k++)
-        for (long y = 0; y + 1 < s->h_out; y++)
+        for (long y = 0; y + 1 < rows; y++)
             memset(cols + k * l->ld + y * l->row + s->w_out, 0, (l->row - s->w_out) * sizeof(REAL));
 }
 
-/* The transpose of compact columns: colsT (P, ld), colsT[y*W_out + x, (c,i,j)]. Numbers K..ld stay as they are. */
-static void im2col_transposed(const Shape *s, const REAL *x_g, REAL *cols_t, long ld) {
-    for (long y = 0; y < s->h_out; y++)
+/* The transpose of compact columns of a band: colsT (rows * W_out, ldk), colsT[y*W_out + x, (c,i,j)].
+ * Numbers K..ldk of each row are not read. */
+static void im2col_transposed(const Shape *s, const REAL *x_g, long y0, long rows, REAL *cols_t, long ldk) {
+    x_g += y0 * s->sh * s->w;
+    for (long y = 0; y < rows; y++)
         for (long x = 0; x < s->w_out; x++) {
-            REAL *to = cols_t + (y * s->w_out + x) * ld;
+            REAL *to = cols_t + (y * s->w_out + x) * ldk;
             for (long c = 0; c < s->c_in / s->groups; c++)
                 for (long i = 0; i < s->kh; i++) {
                     const REAL *from = x_g + tap_offset(s, c, i, 0) + y * s->sh * s->w + x * s->sw;
@@ -249,27 +319,25 @@ static void im2col_transposed(const Shape *s, const REAL *x_g, REAL *cols_t, lon
         }
 }
 
-/* Adds columns laid out as im2col's back into the input pixels they were read from: dx_g (C_in/G, H, W).
- * Full width adds the junk numbers too: they are zero (their output gradient is). */
-static void col2im(const Shape *s, const Layout *l, const REAL *cols, REAL *dx_g) {
-    long k = 0;
+/* Adds a band's columns, laid out as im2col's, back into the input pixels they were read from:
+ * dx_g (C_in/G, H, W). `whole`: full width, junk included (zero where the weight is finite), in one run
+ * per row; else output row by output row, junk left out. */
+static void col2im(const Shape *s, const Layout *l, const REAL *cols, long y0, long rows, int whole,
+                   REAL *dx_g) {
+    long k = 0, used = span(s, l, rows);
+    dx_g += y0 * s->sh * s->w;
     for (long c = 0; c < s->c_in / s->groups; c++)
         for (long i = 0; i < s->kh; i++)
             for (long j = 0; j < s->kw; j++, k++) {
                 REAL *to = dx_g + tap_offset(s, c, i, j);
                 const REAL *from = cols + k * l->ld;
-                if (l->full) {
-                    for (long q = 0; q < l->span; q++) to[q] += from[q];
+                if (l->full && whole) {
+                    for (long q = 0; q < used; q++) to[q] += from[q];
                     continue;
                 }
-                for (long y = 0; y < s->h_out; y++, from += l->row)
+                for (long y = 0; y < rows; y++, from += l->row)
                     for (long x = 0; x < s->w_out; x++) to[y * s->sh * s->w + x * s->sw] += from[x];
             }
-}
-
-/* Numbers in one padded group of one image, (C_in/G, H, W); 0 without padding. */
-static long padded_image(const Shape *s) {
-    return s->h == s->h_in && s->w == s->w_in ? 0 : round_up(s->c_in / s->groups * s->h * s->w, VL);
 }
 
 /* The group of one image x_g (C_in/G, H_in, W_in) into the inside of the zero-bordered copy (C_in/G, H, W). */
@@ -288,55 +356,71 @@ static void crop(const Shape *s, const REAL *padded, REAL *dx_g) {
                    s->w_in * sizeof(REAL));
 }
 
-/* Numbers of workspace each thread needs: the padded image and its gradient, then the columns. */
-static long per_thread(const Shape *s) {
-    Layout l = layout(s);
-    long columns = round_up(l.k, VL) * (l.ld > round_up(l.p, VL) ? l.ld : round_up(l.p, VL)); /* cols, colsT, dcols */
-    long products = 2 * l.m * l.ld; /* one group's output, or its dout in the columns' layout and transposed */
-    long weight_grad = s->c_out * round_up(l.k, VL); /* this thread's partial dW */
-    return 2 * padded_image(s) + columns + products + weight_grad;
-}
+/* The ABI this library was built for: its build key and element type, checked by build.py on loading. */
+const char *native_abi(void) { return NATIVE_ABI; }
 
-/* Threads the kernels will use when asked for `requested`: 1 when compiled without OpenMP. */
-int native_threads(int requested) {
+/* Threads to ask OpenMP for when `requested` are wanted for n images: 1 without OpenMP, at most one per
+ * image (the images are what is shared out), at least 1. */
+int native_threads(int requested, long n) {
 #ifdef _OPENMP
-    return requested;
+    long t = min_long(requested, n);
+    return t < 1 ? 1 : (int)t;
 #else
-    (void)requested;
+    (void)requested, (void)n;
     return 1;
 #endif
 }
 
 /* Numbers of workspace native_forward and native_backward need with this many threads. */
 long native_workspace(const Shape *s, int threads) {
-    return threads * per_thread(s) + s->c_out * layout(s).k; /* + W^T for dx */
+    Layout l = layout(s);
+    AreaLayout a = area_layout(s, &l);
+    return a.shared + threads * a.size;
+}
+
+/* The band of output rows from y0 on of one group's output (M, P) into dout (M, ld): rows of W_out numbers
+ * at multiples of `row`; numbers span..ld_r of each row zero (the junk between rows stays zero: the
+ * caller zeroes dout once). */
+static void band_to_columns(const Shape *s, const Layout *l, const REAL *dout_g, long y0, long rows,
+                            REAL *dout) {
+    long used = span(s, l, rows), ld_r = round_up(used, VL);
+    for (long o = 0; o < l->m; o++) {
+        for (long y = 0; y < rows; y++)
+            memcpy(dout + o * l->ld + y * l->row, dout_g + o * l->p + (y0 + y) * s->w_out,
+                   s->w_out * sizeof(REAL));
+        memset(dout + o * l->ld + used, 0, (ld_r - used) * sizeof(REAL));
+    }
 }
 
 /* out = conv(x, weight) + bias; bias may be NULL. workspace: native_workspace(s, threads) numbers. */
 void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REAL *bias, REAL *out,
                     REAL *workspace, int threads) {
     Layout l = layout(s);
-    long area = per_thread(s), padded_n = padded_image(s);
+    AreaLayout al = area_layout(s, &l);
+    long padded_n = padded_image(s);
 #pragma omp parallel num_threads(threads)
     {
-        REAL *padded = workspace + omp_get_thread_num() * area; /* its border stays zero */
-        REAL *cols = padded + 2 * padded_n;
-        REAL *product = cols + round_up(l.k, VL) * l.ld;
-        memset(padded, 0, padded_n * sizeof(REAL));
-        memset(cols, 0, l.k * l.ld * sizeof(REAL));
+        Area a = area_of(&al, workspace, omp_get_thread_num());
+        memset(a.padded, 0, padded_n * sizeof(REAL)); /* its border stays zero */
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
                 const REAL *x_g = x + (n * s->c_in + g * (s->c_in / s->groups)) * s->h_in * s->w_in;
-                if (padded_n) pad(s, x_g, padded);
-                im2col(s, &l, padded_n ? padded : x_g, cols);
-                gemm(l.m, l.ld, l.k, weight + g * l.m * l.k, l.k, cols, l.ld, product, l.ld, 0);
-                for (long o = 0; o < l.m; o++) {
-                    REAL *to = out + (n * s->c_out + g * l.m + o) * l.p;
-                    REAL b = bias ? bias[g * l.m + o] : 0;
-                    for (long y = 0; y < s->h_out; y++)
-                        for (long x = 0; x < s->w_out; x++)
-                            to[y * s->w_out + x] = product[o * l.ld + y * l.row + x] + b;
+                if (padded_n) {
+                    pad(s, x_g, a.padded);
+                    x_g = a.padded;
+                }
+                for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
+                    long rows = min_long(l.band, s->h_out - y0), ld_r = round_up(span(s, &l, rows), VL);
+                    im2col(s, &l, x_g, y0, rows, a.cols);
+                    gemm(l.m, ld_r, l.k, weight + g * l.m * l.k, l.k, a.cols, l.ld, a.dout, l.ld, 0);
+                    for (long o = 0; o < l.m; o++) {
+                        REAL *to = out + (n * s->c_out + g * l.m + o) * l.p + y0 * s->w_out;
+                        REAL b = bias ? bias[g * l.m + o] : 0;
+                        for (long y = 0; y < rows; y++)
+                            for (long x = 0; x < s->w_out; x++)
+                                to[y * s->w_out + x] = a.dout[o * l.ld + y * l.row + x] + b;
+                    }
                 }
             }
     }
@@ -347,7 +431,8 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
 void native_backward(const Shape *s, const REAL *x, const REAL *weight, const REAL *grad_out, REAL *grad_x,
                      REAL *grad_w, REAL *workspace, int threads) {
     Layout l = layout(s);
-    long k = l.k, m = l.m, p = l.p, ldk = round_up(k, VL), area = per_thread(s), padded_n = padded_image(s);
+    AreaLayout al = area_layout(s, &l);
+    long k = l.k, m = l.m, p = l.p, ldk = l.ldk, padded_n = padded_image(s);
     /* dW, three ways to the same sums, by shape:
      * - C_out/G a whole number of vectors (wide layers): dW^T (K, M) += cols (K, P) @ dout^T (P, M), gemm
      *   on the columns as they are, with dout transposed (M * P numbers, not K * P);
@@ -355,72 +440,79 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
      * - else (conv2) the columns transposed, dW (M, K) += dout (M, P) @ colsT (P, K): gemm_t would spend
      *   more time adding lanes than multiplying. */
     int by_output = m % VL == 0, long_rows = l.ld >= LONG_ROW;
-    /* W_g^T (K, M) per group, for dx: after the per-thread areas. */
-    REAL *weight_t = workspace + threads * area;
+    /* With a non-finite weight dcols' junk is not zero: col2im leaves it out. */
+    int weight_finite = grad_x ? all_finite(weight, s->c_out * k) : 1;
+    REAL *weight_t = workspace; /* W_g^T (K, M) per group, for dx */
     if (grad_x)
         for (long g = 0; g < s->groups; g++)
             for (long o = 0; o < m; o++)
                 for (long q = 0; q < k; q++) weight_t[(g * k + q) * m + o] = weight[(g * m + o) * k + q];
+    int team = 1;
 #pragma omp parallel num_threads(threads)
     {
-        REAL *padded = workspace + omp_get_thread_num() * area; /* its border stays zero */
-        REAL *padded_dx = padded + padded_n;
-        REAL *cols = padded_dx + padded_n;
-        REAL *dout = padded + area - s->c_out * ldk - 2 * m * l.ld; /* (M, ld): zero at the junk numbers */
-        REAL *dout_t = dout + m * l.ld;                              /* (ld, M): zero at the junk numbers */
-        REAL *dw = dout_t + m * l.ld;                                /* (M, ldk), or (K, M) by_output */
-        memset(padded, 0, area * sizeof(REAL));
+#pragma omp single
+        team = omp_get_num_threads(); /* the threads OpenMP granted, maybe fewer than asked */
+        Area a = area_of(&al, workspace, omp_get_thread_num());
+        memset(a.padded, 0, 2 * padded_n * sizeof(REAL)); /* their borders stay zero */
+        memset(a.dout, 0, 2 * m * l.ld * sizeof(REAL));   /* dout and dout_t: zero at the junk numbers */
+        memset(a.dw, 0, s->c_out * ldk * sizeof(REAL));
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
-                const REAL *dout_g = grad_out + (n * s->c_out + g * m) * p;
                 long offset = (n * s->c_in + g * (s->c_in / s->groups)) * s->h_in * s->w_in;
                 const REAL *x_g = x + offset;
                 if (padded_n && grad_w) {
-                    pad(s, x_g, padded);
-                    x_g = padded;
+                    pad(s, x_g, a.padded);
+                    x_g = a.padded;
                 }
-                if (grad_x || (grad_w && long_rows && !by_output)) /* the paths that read dout's layout */
-                    for (long o = 0; o < m; o++)
-                        for (long y = 0; y < s->h_out; y++)
-                            memcpy(dout + o * l.ld + y * l.row, dout_g + o * p + y * s->w_out,
-                                   s->w_out * sizeof(REAL));
-                if (grad_w && by_output) {
-                    for (long y = 0; y < s->h_out; y++)
-                        for (long x = 0; x < s->w_out; x++)
-                            for (long o = 0; o < m; o++)
-                                dout_t[(y * l.row + x) * m + o] = dout_g[o * p + y * s->w_out + x];
-                    im2col(s, &l, x_g, cols);
-                    zero_junk(s, &l, x_g, cols);
-                    gemm(k, m, l.ld, cols, l.ld, dout_t, m, dw + g * k * m, m, 1);
-                } else if (grad_w && long_rows) {
-                    im2col(s, &l, x_g, cols);
-                    zero_junk(s, &l, x_g, cols);
-                    gemm_t(m, k, l.ld, dout, l.ld, cols, l.ld, dw + g * m * ldk, ldk);
-                } else if (grad_w) {
-                    im2col_transposed(s, x_g, cols, ldk);
-                    gemm(m, ldk, p, dout_g, p, cols, ldk, dw + g * m * ldk, ldk, 1);
-                }
-                if (grad_x) {
-                    gemm(k, l.ld, m, weight_t + g * k * m, m, dout, l.ld, cols, l.ld, 0);
-                    if (padded_n) {
-                        memset(padded_dx, 0, padded_n * sizeof(REAL));
-                        col2im(s, &l, cols, padded_dx);
-                        crop(s, padded_dx, grad_x + offset);
-                    } else {
-                        col2im(s, &l, cols, grad_x + offset);
+                int image_finite = grad_w && l.full ? all_finite(x_g, s->c_in / s->groups * s->h * s->w) : 1;
+                if (padded_n && grad_x) memset(a.padded_dx, 0, padded_n * sizeof(REAL));
+                REAL *dx_g = !grad_x ? NULL : padded_n ? a.padded_dx : grad_x + offset;
+                for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
+                    long rows = min_long(l.band, s->h_out - y0), used = span(s, &l, rows);
+                    long ld_r = round_up(used, VL);
+                    const REAL *dout_g = grad_out + (n * s->c_out + g * m) * p;
+                    if (grad_x || (grad_w && long_rows && !by_output)) /* the paths that read dout's layout */
+                        band_to_columns(s, &l, dout_g, y0, rows, a.dout);
+                    if (grad_w && by_output) {
+                        for (long y = 0; y < rows; y++)
+                            for (long x = 0; x < s->w_out; x++)
+                                for (long o = 0; o < m; o++)
+                                    a.dout_t[(y * l.row + x) * m + o] = dout_g[o * p + (y0 + y) * s->w_out + x];
+                        memset(a.dout_t + used * m, 0, (ld_r - used) * m * sizeof(REAL));
+                        im2col(s, &l, x_g, y0, rows, a.cols);
+                        if (!image_finite) zero_junk(s, &l, rows, a.cols);
+                        gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
+                    } else if (grad_w && long_rows) {
+                        im2col(s, &l, x_g, y0, rows, a.cols);
+                        if (!image_finite) zero_junk(s, &l, rows, a.cols);
+                        gemm_t(m, k, ld_r, a.dout, l.ld, a.cols, l.ld, a.dw + g * m * ldk, ldk);
+                    } else if (grad_w) {
+                        im2col_transposed(s, x_g, y0, rows, a.cols, ldk);
+                        gemm(m, ldk, rows * s->w_out, dout_g + y0 * s->w_out, p, a.cols, ldk, a.dw + g * m * ldk,
+                             ldk, 1);
+                    }
+                    if (grad_x) {
+                        gemm(k, ld_r, m, weight_t + g * k * m, m, a.dout, l.ld, a.dcols, l.ld, 0);
+                        col2im(s, &l, a.dcols, y0, rows, weight_finite, dx_g);
                     }
                 }
+                if (padded_n && grad_x) crop(s, a.padded_dx, grad_x + offset);
             }
-    }
-    if (grad_w) {
-        memset(grad_w, 0, s->c_out * k * sizeof(REAL));
-        for (int t = 0; t < threads; t++) {
-            const REAL *dw = workspace + (t + 1) * area - s->c_out * ldk;
-            for (long g = 0; g < s->groups; g++)
-                for (long o = 0; o < m; o++)
-                    for (long q = 0; q < k; q++)
-                        grad_w[(g * m + o) * k + q] += by_output ? dw[(g * k + q) * m + o] : dw[(g * m + o) * ldk + q];
+        /* The partial sums of the team that ran (the loop above ends with every thread waiting). */
+        if (grad_w) {
+#pragma omp for schedule(static)
+            for (long row = 0; row < s->c_out; row++) {
+                long g = row / m, o = row % m;
+                for (long q = 0; q < k; q++) {
+                    REAL sum = 0;
+                    for (int t = 0; t < team; t++) {
+                        const REAL *dw = area_of(&al, workspace, t).dw;
+                        sum += by_output ? dw[(g * k + q) * m + o] : dw[row * ldk + q];
+                    }
+                    grad_w[row * k + q] = sum;
+                }
+            }
         }
     }
 }
