@@ -60,7 +60,11 @@ TIERS: list[tuple[str, str]] = [
         COMPOSE,
     ),
     (r"^python train\.py .*experiment=does_it_learn_full", COMPOSE),
-    (r"^python train\.py( --help| --cfg job| conv=nope)$", QUICK),
+    # Answered before torch loads: help, the composed config, and the errors of a bad setting.
+    (
+        r"^python train\.py( --help| --cfg job| conv=nope| data\.batch_size=0| conv\.name=my_cnv\.py:\S+)$",
+        QUICK,
+    ),
     (r"^python scripts/readme_include\.py --check$", QUICK),
     (r"^python scripts/docs_capture\.py ", SLOW),
     (r"^(python train\.py|make (train|sweep|does-it-learn|report|lockstep|verify|bench)\b)", SLOW),
