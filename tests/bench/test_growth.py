@@ -49,11 +49,12 @@ def test_measure_growth_doubles_the_batch_until_the_budget_is_spent():
         max_batch=64,
         budget_s=12.0,
         repeats=3,
-        on_point=lambda batch, calls: told.append((batch, calls)),
+        on_point=lambda batch, calls, expected_s: told.append((batch, calls, expected_s)),
     )
     assert [p.batch for p in points] == [1, 2, 4]  # batch 8 would take 6.4 s a call: two do not fit
     assert all(len(p.times_s) >= 2 for p in points)
-    assert [b for b, _ in told] == [1, 2, 4]
+    assert [b for b, _, _ in told] == [1, 2, 4]
+    assert told[2][2] == pytest.approx(1.6)  # batch 4 expected from batch 2's 0.4 s, grown quadratically
     fitted, _, _ = fit_exponent(points)
     assert fitted == pytest.approx(2.0)
     # A cheap layer stops at the training batch.

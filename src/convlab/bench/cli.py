@@ -51,7 +51,7 @@ from convlab.bench.growth import Growth, explanation, growth_study
 from convlab.bench.network import network_benchmark
 from convlab.bench.projection import projections
 from convlab.bench.shapes import LARGE_CASES, QUICK_CASES, REFERENCE_CASES, BenchCase
-from convlab.bench.tables import markdown_report
+from convlab.bench.tables import duration, markdown_report
 from convlab.bench.timing import (
     CLOCKS,
     CoreShare,
@@ -294,8 +294,11 @@ class Bench:
 
         task = self.progress.add_task(f"{impl.label} {case.name}, growing batch", total=None)
 
-        def on_point(batch: int, calls: int) -> None:
-            self.progress.update(task, description=f"{impl.label} {case.name}: batch {batch}, {calls} calls")
+        def on_point(batch: int, calls: int, expected_s: float | None) -> None:
+            expected = f" of about {duration(expected_s * 1e3)}" if expected_s else ""
+            self.progress.update(
+                task, description=f"{impl.label} {case.name}: batch {batch}, {calls} calls{expected}"
+            )
 
         try:
             return growth_study(
@@ -305,6 +308,7 @@ class Bench:
                 budget_s=args.growth_budget,
                 repeats=3,
                 clock=self.clock,
+                sync=self.sync,
                 on_point=on_point,
             )
         except Exception as error:  # noqa: BLE001 - reported in the growth table

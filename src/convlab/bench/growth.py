@@ -161,7 +161,7 @@ def measure_growth(
     max_batch: int,
     budget_s: float,
     repeats: int,
-    on_point: Callable[[int, int], None] = lambda batch, calls: None,
+    on_point: Callable[[int, int, float | None], None] = lambda batch, calls, expected_s: None,
 ) -> list[BatchPoint]:
     """Times at batch 1, 2, 4, ... up to max_batch while `budget_s` lasts.
 
@@ -170,7 +170,8 @@ def measure_growth(
     gets up to `repeats` calls, at least MIN_CALLS; the first two batch sizes are always timed (the
     fit needs them), a larger one only when the calls its predicted time allows (the last time grown
     by the exponent so far, at least linearly) fit in what is left of the budget.
-    on_point(batch, calls) is told before each batch size is timed.
+    on_point(batch, calls, expected_s) is told before each batch size is timed, with the predicted
+    seconds of one call there (None before two batch sizes are known), for a progress display.
     """
     spent = 0.0
     call = call_at(1)
@@ -188,8 +189,9 @@ def measure_growth(
             if calls < MIN_CALLS:
                 break
         else:
+            predicted = None
             calls = max(MIN_CALLS, min(repeats, int(budget_s / 4 / max(spent, 1e-9))))
-        on_point(batch, calls)
+        on_point(batch, calls, predicted)
         call = call if batch == 1 else call_at(batch)
         times = [call() for _ in range(calls)]
         spent += sum(times)
@@ -211,13 +213,23 @@ def inplace_writes(output: Tensor) -> int:
     return count
 
 
-def copy_seconds(elements: int, dtype: torch.dtype, clock: Callable[[], float], calls: int = 5) -> float:
-    """Median seconds of one `clone` of an `elements`-element tensor: what a CopySlices backward does."""
-    source = torch.ones(elements, dtype=dtype)
+def copy_seconds(
+    elements: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    clock: Callable[[], float],
+    sync: Callable[[], None],
+    calls: int = 5,
+) -> float:
+    """Median seconds of one `clone` of an `elements`-element tensor: what each CopySlices node's
+    backward does to the output gradient."""
+    source = torch.ones(elements, dtype=dtype, device=device)
     times = []
     for _ in range(calls):
+        sync()
         start = clock()
         source.clone()
+        sync()
         times.append(clock() - start)
     return quartiles(times)[1]
 
@@ -230,12 +242,14 @@ def growth_study(
     budget_s: float,
     repeats: int,
     clock: Callable[[], float],
-    on_point: Callable[[int, int], None] = lambda batch, calls: None,
+    sync: Callable[[], None] = lambda: None,
+    on_point: Callable[[int, int, float | None], None] = lambda batch, calls, expected_s: None,
 ) -> Growth:
     """The Growth of one layer at one shape, timed at batch 1, 2, 4, ... up to max_batch.
 
     call_at(batch): see `measure_growth`. forward_one() runs the layer's forward on one image (its graph
-    is walked for in-place writes). clock: the bench's clock, for the copies' time.
+    is walked for in-place writes). clock and sync: the bench's clock and device synchronizer, for the
+    copies' time.
     """
     with torch.enable_grad():
         output = forward_one()
@@ -243,7 +257,7 @@ def growth_study(
         inplace_writes=inplace_writes(output) if output.requires_grad else None,
         output_elements=output[0].numel(),
     )
-    dtype = output.dtype
+    dtype, device = output.dtype, output.device
     del output
     growth.points = measure_growth(
         call_at, max_batch=max_batch, budget_s=budget_s, repeats=repeats, on_point=on_point
@@ -253,7 +267,7 @@ def growth_study(
         growth.exponent, growth.exponent_low, growth.exponent_high = fitted
     if growth.inplace_writes and growth.points:
         for batch in {growth.points[-1].batch, max_batch}:
-            growth.copy_s[batch] = copy_seconds(growth.output_elements * batch, dtype, clock)
+            growth.copy_s[batch] = copy_seconds(growth.output_elements * batch, dtype, device, clock, sync)
     return growth
 
 

@@ -31,6 +31,10 @@ def ratio_cell(ratio: float, spread: list[float]) -> str:
     return f"{ratio:.2f}× [{spread[0]:.2f}–{spread[1]:.2f}]"
 
 
+def short_ratio(ratio: float) -> str:
+    return f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.2f}×"
+
+
 def machine_line(machine: dict) -> str:
     device = machine.get("gpu", machine["cpu"])
     gemm = ", ".join(f"{name} {gflops:.0f}" for name, gflops in machine.get("gemm_gflops", {}).items())
@@ -129,12 +133,12 @@ def projection_table(result: dict) -> str:
             rows.append([f"`{impl}`", "–", "–", "–", p["source"], p.get("refused") or ""])
             continue
         low, high = p["step_range_s"]
-        ratio = "1.00×" if impl == BASELINE else "–" if p["ratio"] is None else f"{p['ratio']:,.2f}×"
+        ratio = "1.00×" if impl == BASELINE else "–" if p["ratio"] is None else short_ratio(p["ratio"])
         step = f"{duration(p['step_s'] * 1e3)} [{duration(low * 1e3)}–{duration(high * 1e3)}]"
         rows.append([f"`{impl}`", step, duration(p["epoch_s"] * 1e3), ratio, p["source"], ""])
     header = [
         "implementation",
-        f"conv1 + conv2, forward + backward, one step of {batch} [IQR]",
+        f"conv1 + conv2, forward + backward, one step of {batch} [range]",
         "one MNIST epoch (60,000 images)",
         "ratio to `torch`",
         "from",
