@@ -61,14 +61,14 @@ def registered(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_exits_zero_for_a_correct_layer(capsys: pytest.CaptureFixture) -> None:
-    assert main(["torch", "--quick"]) == 0
+    assert main(["torch", "--quick", "--no-cost"]) == 0
     out = capsys.readouterr().out
     assert "torch: PASS" in out
     assert "FAIL" not in out
 
 
 def test_exits_non_zero_for_a_forward_bug(registered, capsys: pytest.CaptureFixture) -> None:
-    assert main([registered("off_by_one_bias", OffByOneBias), "--quick", "--failures-only"]) == 1
+    assert main([registered("off_by_one_bias", OffByOneBias), "--quick", "--failures-only", "--no-cost"]) == 1
     out = capsys.readouterr().out
     assert "off_by_one_bias: FAIL" in out
     assert "a real error" in out
@@ -84,24 +84,24 @@ def test_a_wrong_backward_fails_both_the_grid_and_gradcheck() -> None:
 
 def test_float32_inside_a_float64_layer_is_explained(registered, capsys: pytest.CaptureFixture) -> None:
     name = registered("single_precision_inside", SinglePrecisionInside)
-    assert main([name, "--quick", "--dtype", "float64"]) == 1
+    assert main([name, "--quick", "--dtype", "float64", "--no-cost"]) == 1
     out = capsys.readouterr().out
     assert "passes at the float32 tolerance" in out
     assert "only float32-accurate" in out
     # The same layer is right for float32 work.
-    assert main([name, "--quick", "--dtype", "float32"]) == 0
+    assert main([name, "--quick", "--dtype", "float32", "--no-cost"]) == 0
 
 
 def test_allclose_trap_is_explained(capsys: pytest.CaptureFixture) -> None:
     """float32 results judged at float64's tolerance: the issue's np.allclose failure, explained."""
-    assert main(["unfold", "--quick", "--dtype", "float32", "--tolerance-dtype", "float64"]) == 1
+    assert main(["unfold", "--quick", "--dtype", "float32", "--tolerance-dtype", "float64", "--no-cost"]) == 1
     out = capsys.readouterr().out
     assert "the np.allclose trap" in out
     assert "The tolerance that fits: rtol = 4 * K * eps(float32)" in out
 
 
 def test_markdown_and_failures_only(capsys: pytest.CaptureFixture) -> None:
-    assert main(["numpy", "--quick", "--markdown", "--failures-only"]) == 0
+    assert main(["numpy", "--quick", "--markdown", "--failures-only", "--no-cost"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| impl | verdict |")  # no failing rows: only the summary table
     assert lines[2].startswith("| numpy | PASS |")
@@ -112,6 +112,13 @@ def test_unknown_name_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
         main(["fft"])
     assert exit_info.value.code == 2
     assert "registered" in capsys.readouterr().err
+
+
+def test_an_unresolvable_spec_is_a_usage_error_before_any_check(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["torch", "no_such_file.py:MyConv"])
+    assert exit_info.value.code == 2
+    assert "no_such_file.py: no such file" in capsys.readouterr().err
 
 
 def test_module_entry_point() -> None:

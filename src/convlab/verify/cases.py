@@ -57,6 +57,10 @@ class ConvCase:
                 parts.append(f"{SHORT[key]}={_short(value)}")
         return " ".join(parts)
 
+    def forward_reduction(self) -> int:
+        """K of the forward pass alone: each output sums C_in/G * kH * kW products."""
+        return self.in_channels // self.conv_kwargs()["groups"] * math.prod(_pair(self.kernel_size))
+
     def reduction(self) -> int:
         """K for the tolerance: the longest sum in the forward or backward pass.
 
@@ -81,7 +85,7 @@ def _short(value) -> str:
     return str(value)
 
 
-def _case(
+def conv_case(
     shape: tuple[int, ...], out: int, kernel: int | tuple[int, int], quick: bool = False, **options
 ) -> ConvCase:
     return ConvCase(shape, out, kernel, options, quick)
@@ -126,54 +130,54 @@ def output_shape(case: ConvCase) -> tuple[int, int]:
 
 GRID: tuple[ConvCase, ...] = (
     # kernel sizes
-    _case((2, 3, 6, 6), 4, 1),
-    _case((2, 3, 6, 6), 4, 3, quick=True),
-    _case((2, 3, 7, 7), 2, 5),
-    _case((2, 2, 5, 5), 3, 5),  # kernel as large as the input: 1x1 output
+    conv_case((2, 3, 6, 6), 4, 1),
+    conv_case((2, 3, 6, 6), 4, 3, quick=True),
+    conv_case((2, 3, 7, 7), 2, 5),
+    conv_case((2, 2, 5, 5), 3, 5),  # kernel as large as the input: 1x1 output
     # strides
-    _case((2, 3, 7, 7), 4, 3, stride=2),
-    _case((2, 2, 8, 8), 3, 2, stride=3),  # stride larger than the kernel: skipped pixels
-    _case((2, 2, 7, 8), 3, 3, stride=(1, 2)),
+    conv_case((2, 3, 7, 7), 4, 3, stride=2),
+    conv_case((2, 2, 8, 8), 3, 2, stride=3),  # stride larger than the kernel: skipped pixels
+    conv_case((2, 2, 7, 8), 3, 3, stride=(1, 2)),
     # paddings
-    _case((2, 3, 6, 6), 4, 3, padding=1),
-    _case((2, 3, 5, 5), 2, 3, padding=2),
-    _case((2, 2, 5, 6), 3, 3, padding=(1, 2)),
-    _case((2, 3, 6, 6), 4, 3, quick=True, stride=2, padding=1),
-    _case((2, 3, 6, 6), 4, 3, padding="same"),
-    _case((2, 2, 6, 7), 3, 4, quick=True, padding="same"),  # even kernel: the extra padding goes after
-    _case((2, 2, 7, 7), 3, 3, padding="same", dilation=2),
-    _case((2, 3, 6, 6), 4, 3, padding="valid"),
+    conv_case((2, 3, 6, 6), 4, 3, padding=1),
+    conv_case((2, 3, 5, 5), 2, 3, padding=2),
+    conv_case((2, 2, 5, 6), 3, 3, padding=(1, 2)),
+    conv_case((2, 3, 6, 6), 4, 3, quick=True, stride=2, padding=1),
+    conv_case((2, 3, 6, 6), 4, 3, padding="same"),
+    conv_case((2, 2, 6, 7), 3, 4, quick=True, padding="same"),  # even kernel: the extra padding goes after
+    conv_case((2, 2, 7, 7), 3, 3, padding="same", dilation=2),
+    conv_case((2, 3, 6, 6), 4, 3, padding="valid"),
     # dilation
-    _case((2, 2, 7, 7), 3, 3, dilation=2),
-    _case((2, 2, 6, 8), 3, 3, quick=True, dilation=(1, 2), padding=1),
+    conv_case((2, 2, 7, 7), 3, 3, dilation=2),
+    conv_case((2, 2, 6, 8), 3, 3, quick=True, dilation=(1, 2), padding=1),
     # groups
-    _case((2, 4, 6, 6), 4, 3, groups=2),
-    _case((2, 4, 6, 6), 4, 3, quick=True, groups=4, padding=1),  # depthwise
-    _case((2, 2, 6, 6), 4, 3, groups=2),  # depthwise, channel multiplier 2
+    conv_case((2, 4, 6, 6), 4, 3, groups=2),
+    conv_case((2, 4, 6, 6), 4, 3, quick=True, groups=4, padding=1),  # depthwise
+    conv_case((2, 2, 6, 6), 4, 3, groups=2),  # depthwise, channel multiplier 2
     # bias off
-    _case((2, 3, 6, 6), 4, 3, bias=False),
-    _case((2, 4, 6, 6), 4, 3, quick=True, groups=2, padding=1, bias=False),
+    conv_case((2, 3, 6, 6), 4, 3, bias=False),
+    conv_case((2, 4, 6, 6), 4, 3, quick=True, groups=2, padding=1, bias=False),
     # padding modes
-    _case((2, 2, 6, 6), 3, 3, quick=True, padding=1, padding_mode="reflect"),
-    _case((2, 2, 6, 6), 3, 3, padding=1, padding_mode="replicate"),
-    _case((2, 2, 6, 6), 3, 3, quick=True, padding=1, padding_mode="circular"),
-    _case((2, 2, 6, 6), 3, 5, padding=2, padding_mode="circular"),
-    _case((2, 2, 6, 7), 3, 4, padding="same", padding_mode="reflect"),
-    _case((2, 2, 7, 7), 3, 3, quick=True, stride=2, padding=(2, 1), padding_mode="replicate"),
-    _case((2, 4, 6, 6), 4, 3, padding=1, groups=2, padding_mode="circular"),
+    conv_case((2, 2, 6, 6), 3, 3, quick=True, padding=1, padding_mode="reflect"),
+    conv_case((2, 2, 6, 6), 3, 3, padding=1, padding_mode="replicate"),
+    conv_case((2, 2, 6, 6), 3, 3, quick=True, padding=1, padding_mode="circular"),
+    conv_case((2, 2, 6, 6), 3, 5, padding=2, padding_mode="circular"),
+    conv_case((2, 2, 6, 7), 3, 4, padding="same", padding_mode="reflect"),
+    conv_case((2, 2, 7, 7), 3, 3, quick=True, stride=2, padding=(2, 1), padding_mode="replicate"),
+    conv_case((2, 4, 6, 6), 4, 3, padding=1, groups=2, padding_mode="circular"),
     # non-square kernels and inputs
-    _case((2, 2, 6, 6), 3, (2, 3), quick=True),
-    _case((2, 2, 6, 6), 3, (3, 1), padding=(1, 0)),
-    _case((2, 2, 5, 8), 3, (1, 3), stride=(2, 1)),
+    conv_case((2, 2, 6, 6), 3, (2, 3), quick=True),
+    conv_case((2, 2, 6, 6), 3, (3, 1), padding=(1, 0)),
+    conv_case((2, 2, 5, 8), 3, (1, 3), stride=(2, 1)),
     # unbatched (C, H, W)
-    _case((3, 6, 6), 4, 3),
-    _case((2, 6, 6), 3, 3, quick=True, padding="same", padding_mode="reflect"),
+    conv_case((3, 6, 6), 4, 3),
+    conv_case((2, 6, 6), 3, 3, quick=True, padding="same", padding_mode="reflect"),
     # batch 0
-    _case((0, 3, 6, 6), 4, 3, quick=True),
-    _case((0, 2, 6, 6), 2, 3, padding=1, padding_mode="circular"),
+    conv_case((0, 3, 6, 6), 4, 3, quick=True),
+    conv_case((0, 2, 6, 6), 2, 3, padding=1, padding_mode="circular"),
     # everything at once
-    _case((2, 4, 7, 9), 4, (3, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=2, bias=False),
-    _case(
+    conv_case((2, 4, 7, 9), 4, (3, 2), stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=2, bias=False),
+    conv_case(
         (1, 4, 8, 7), 6, (2, 3), quick=True, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"
     ),
 )
@@ -182,12 +186,12 @@ QUICK_GRID: tuple[ConvCase, ...] = tuple(case for case in GRID if case.quick)
 
 # torch.autograd.gradcheck perturbs every input element twice: keep these tiny.
 GRADCHECK_GRID: tuple[ConvCase, ...] = (
-    _case((1, 2, 4, 4), 2, 3, padding=1),
-    _case(
+    conv_case((1, 2, 4, 4), 2, 3, padding=1),
+    conv_case(
         (2, 2, 5, 4), 2, (2, 3), stride=(2, 1), dilation=(1, 2), groups=2, padding=1, padding_mode="circular"
     ),
-    _case((2, 4, 4), 2, 2, padding="same", padding_mode="reflect", bias=False),
-    _case((0, 2, 4, 4), 2, 3, padding=1),
+    conv_case((2, 4, 4), 2, 2, padding="same", padding_mode="reflect", bias=False),
+    conv_case((0, 2, 4, 4), 2, 3, padding=1),
 )
 QUICK_GRADCHECK_GRID: tuple[ConvCase, ...] = GRADCHECK_GRID[:2]
 

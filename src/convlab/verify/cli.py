@@ -1,6 +1,8 @@
-"""Is my layer correct? `python -m convlab.verify [NAME ...]` checks conv implementations against F.conv2d.
+"""Is my layer correct? `python -m convlab.verify [SPEC ...]` checks conv layers against F.conv2d.
 
-For every registered implementation (or the NAMEs given), over a grid of
+SPEC is a registered name or a user's layer: `path/to/my_conv.py:VanillaConv2d`, `package.module:Class`,
+`path/to/layers.py:conv_forward_naive[,conv_backward_naive]` (see `convlab.conv.spec`). For every
+registered implementation (or the SPECs given), over a grid of
 configurations (kernel sizes, strides, paddings incl. 'same'/'valid', dilation,
 groups incl. depthwise, bias on/off, the four padding modes, unbatched input,
 non-square kernels and inputs, batch 0; see `convlab.verify.cases`):
@@ -9,43 +11,41 @@ non-square kernels and inputs, batch 0; see `convlab.verify.cases`):
   against F.conv2d run in float64 on the same values;
 - `torch.autograd.gradcheck` in float64 on tiny shapes.
 
+then the capability table (`convlab.verify.capability`, `convlab.verify.autograd_checks`: each nn.Conv2d
+feature and autograd capability passes, fails, or is not supported by the layer), diagnoses with hints
+(`convlab.verify.diagnose`) and one cost line (`convlab.verify.cost`).
+
 Tolerance rule (`convlab.verify.tolerance`): rel = max|actual - expected| / max|expected|
 must not exceed rtol = 4 * K * eps(dtype), K = the longest sum of products in the
 forward or backward pass, eps = torch.finfo(dtype).eps. A failure that fits the
 tolerance of a lower-precision dtype (a float32 result judged at float64's
 tolerance: the np.allclose trap) is explained as such, with the tolerance that fits.
 
-Exit status: 0 when every check passes, 1 otherwise, 2 on a usage error.
+Exit status: 0 when every supported feature passes (with --strict: and none is unsupported), 1 otherwise,
+2 on a usage error (including a spec that does not resolve).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from convlab.conv import CONV_LAYERS
-from convlab.verify.cases import GRADCHECK_GRID, GRID, QUICK_GRADCHECK_GRID, QUICK_GRID
-from convlab.verify.checks import check_case, gradcheck_case
-from convlab.verify.tables import ImplSummary, print_report
-
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+from convlab.conv import CONV_LAYERS, SpecError, resolve_conv
+from convlab.verify.layer_check import check_layer, planned_checks
+from convlab.verify.tables import print_report
+from convlab.verify.tolerance import DTYPES
 
 
 def run_grid(args: argparse.Namespace, console: Console) -> int:
-    """The default mode: every check of the grid for every chosen implementation."""
-    cases, gradcheck_cases = (QUICK_GRID, QUICK_GRADCHECK_GRID) if args.quick else (GRID, GRADCHECK_GRID)
+    """The default mode: the grid, capability table, diagnoses and cost for every chosen layer."""
     dtypes = [DTYPES[name] for name in args.dtype or DTYPES]
-    if torch.float64 not in dtypes:
-        gradcheck_cases = ()  # finite differences need float64
     judged_at = DTYPES[args.tolerance_dtype] if args.tolerance_dtype else None
-    per_impl = len(cases) * len(dtypes) + len(gradcheck_cases)
-    summaries = []
+    per_layer = planned_checks(args.quick, dtypes, args.compile)
+    checks = []
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -55,21 +55,29 @@ def run_grid(args: argparse.Namespace, console: Console) -> int:
         transient=True,
     )
     with progress:
-        task = progress.add_task("verify", total=per_impl * len(args.names))
-        for name in args.names:
-            layer_cls, results, start = CONV_LAYERS[name], [], time.perf_counter()
-            for case in cases:
-                for dtype in dtypes:
-                    progress.update(task, description=f"{name} [{case.name}] {dtype}")
-                    results.append(check_case(name, layer_cls, case, dtype, judged_at))
-                    progress.advance(task)
-            for case in gradcheck_cases:
-                progress.update(task, description=f"{name} [{case.name}] gradcheck")
-                results.append(gradcheck_case(name, layer_cls, case))
-                progress.advance(task)
-            summaries.append(ImplSummary(name, results, time.perf_counter() - start))
-    print_report(console, summaries, args.failures_only, args.markdown)
-    return 0 if all(s.passed for s in summaries) else 1
+        task = progress.add_task("verify", total=per_layer * len(args.names))
+
+        def on_check(description: str) -> None:
+            progress.update(task, description=description)
+            progress.advance(task)
+
+        for spec in args.names:
+            checks.append(
+                check_layer(
+                    spec,
+                    dtypes=dtypes,
+                    quick=args.quick,
+                    weight=args.weight,
+                    bias=args.bias,
+                    strict=args.strict,
+                    judged_at=judged_at,
+                    compile=args.compile,
+                    cost=args.cost,
+                    on_check=on_check,
+                )
+            )
+    print_report(console, checks, args.failures_only, args.markdown)
+    return 0 if all(c.passed for c in checks) else 1
 
 
 # A mode is a flag in the parser's "mode" group plus a function here taking the parsed
@@ -85,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "names",
         nargs="*",
-        metavar="NAME",
-        help=f"implementations to check (default: all of {list(CONV_LAYERS)})",
+        metavar="SPEC",
+        help=f"layers to check: registered names (default: all of {list(CONV_LAYERS)}), "
+        "path/to/file.py:Class, package.module:Class or path/to/file.py:forward_fn[,backward_fn]",
     )
     mode = parser.add_argument_group("mode").add_mutually_exclusive_group()
     mode.add_argument(
@@ -114,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable (default: both); gradcheck runs with float64",
     )
     grid.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the torch.compile row (default: on, except with --quick; its first use costs seconds)",
+    )
+    grid.add_argument(
+        "--no-cost", dest="cost", action="store_false", help="skip the forward+backward timing line"
+    )
+    grid.add_argument("--weight", metavar="NAME", help="the layer's weight parameter, if not found by shape")
+    grid.add_argument("--bias", metavar="NAME", help="the layer's bias parameter, if not found by shape")
+    grid.add_argument(
+        "--strict", action="store_true", help="count features the layer does not support as failures"
+    )
+    grid.add_argument(
         "--tolerance-dtype",
         choices=list(DTYPES),
         help="judge every result at this dtype's tolerance (float64 on float32 runs: the np.allclose trap)",
@@ -135,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         return lockstep.main([arg for arg in argv if arg != "--lockstep"])
     parser = build_parser()
     args = parser.parse_args(argv)
-    unknown = [name for name in args.names if name not in CONV_LAYERS]
-    if unknown:
-        parser.error(f"unknown implementation(s) {unknown}; registered: {list(CONV_LAYERS)}")
+    for spec in args.names:  # every spec resolves before any check runs: a typo costs nothing
+        try:
+            resolve_conv(spec, weight=args.weight, bias=args.bias)
+        except SpecError as error:
+            parser.error(str(error))
     args.names = args.names or list(CONV_LAYERS)
     console = Console()
     if not console.is_terminal:
