@@ -136,16 +136,30 @@ def check_tensors(
             f"native_conv2d: padded input ({h_in + top + bottom} x {w_in + left + right}) is smaller than "
             f"the dilated kernel ({dh * (kh - 1) + 1} x {dw * (kw - 1) + 1})"
         )
-    shape = Shape(
+    sizes = dict(
         n=n, c_in=c_in, h=h_in + top + bottom, w=w_in + left + right, c_out=c_out, kh=kh, kw=kw, sh=sh, sw=sw,
         dh=dh, dw=dw, groups=groups, h_out=h_out, w_out=w_out, h_in=h_in, w_in=w_in, top=top, left=left,
     )  # fmt: skip
-    largest = max(x.numel(), weight.numel(), n * c_out * h_out * w_out, c_in * shape.h * shape.w)
-    if largest > MAX_NUMBERS:
+    # In Python's integers, before any size becomes a C long.
+    if (numbers := workspace_bound(sizes)) > MAX_NUMBERS:
         raise RuntimeError(
-            f"native_conv2d: {largest} numbers in one tensor is more than the C kernel indexes"
+            f"native_conv2d: a convolution of input {list(x.shape)} by weight {list(weight.shape)} needs "
+            f"about {numbers} numbers of tensors and workspace, more than the C kernel can index"
         )
-    return shape
+    return Shape(**sizes)
+
+
+def workspace_bound(sizes: dict[str, int], threads: int = 1024) -> int:
+    """An upper bound (exact integers, no overflow) on the numbers any tensor or the kernel's workspace
+    holds, and so on every index the kernel computes: the area kernels.c lays out per thread, with
+    one band's row length bounded by max(COLUMN_NUMBERS, W) + a vector."""
+    s = sizes
+    k = s["c_in"] // s["groups"] * s["kh"] * s["kw"]
+    m, ld = s["c_out"] // s["groups"], max(1 << 20, s["w"]) + 64
+    padded = s["c_in"] * s["h"] * s["w"]
+    area = 2 * padded + (2 * k + 2 * m + 16) * ld + s["c_out"] * (k + 16) + 64
+    tensors = s["n"] * max(padded, s["c_out"] * s["h_out"] * s["w_out"])
+    return max(threads * area + s["c_out"] * k, tensors)
 
 
 def empty_case(shape: Shape) -> bool:
