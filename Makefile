@@ -35,23 +35,25 @@ verify: install  ## check conv implementations against F.conv2d (IMPL=name for o
 bench: install  ## time every conv implementation against nn.Conv2d, print the tables (ARGS=--quick etc.)
 	$(RUN) python -m convlab.bench --markdown outputs/bench/bench.md $(ARGS)
 
-train: install  ## train the reference network with conv=torch on MNIST (ARGS="conv=unfold seed=1" etc.)
-	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py $(ARGS)
+train: install  ## train the reference network on MNIST (CONV=unfold or CONV=path/to/my_conv.py:MyConv2d; ARGS="seed=1" etc.)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py \
+		$(if $(CONV),'conv.name=$(CONV)') $(ARGS)
 
 sweep: install  ## multirun: every conv implementation (configs/conv) on the same small subset (ARGS to add)
-	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m 'conv=glob(*)' \
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m \
+		$(if $(CONV),'conv.name=$(CONV)','conv=glob(*)') \
 		data.train_subset=256 data.val_subset=100 data.test_subset=500 trainer.max_epochs=1 $(ARGS)
 
 tensorboard: install  ## TensorBoard on every run and sweep under outputs/ (http://localhost:6006)
 	$(RUN) tensorboard --logdir outputs
 
-lockstep: install  ## train IMPL (default vanilla) and nn.Conv2d side by side on MNIST batches (ARGS=--steps 20 etc.)
+lockstep: install  ## train CONV (or IMPL; default vanilla; a name or a spec) and nn.Conv2d side by side (ARGS=--steps 20 etc.)
 	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python -m convlab.lockstep \
-		conv=$(or $(IMPL),vanilla) $(ARGS)
+		'conv=$(or $(CONV),$(IMPL),vanilla)' $(ARGS)
 
-does-it-learn: install  ## the does-it-learn sweep (EXPERIMENT=does_it_learn_vanilla etc.), then its report
+does-it-learn: install  ## the does-it-learn sweep (EXPERIMENT=does_it_learn_vanilla, CONV=torch,path/to/my_conv.py:MyConv2d), then its report
 	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) python train.py -m \
-		experiment=$(or $(EXPERIMENT),does_it_learn) $(ARGS)
+		experiment=$(or $(EXPERIMENT),does_it_learn) $(if $(CONV),'conv.name=$(CONV)') $(ARGS)
 	$(RUN) python -m convlab.report
 
 report: install  ## does-it-learn table, verdicts, report.md + report.png of a sweep (SWEEP=dir, default newest)
@@ -60,7 +62,7 @@ report: install  ## does-it-learn table, verdicts, report.md + report.png of a s
 readme: install  ## refresh the results blocks of README.md and docs/*.md from the files under docs/results/
 	$(RUN) python scripts/readme_include.py
 
-docs-check: install  ## run every command README.md and docs/*.md print, the slow ones too (an hour or more)
+docs-check: install  ## run every command README.md and docs/*.md print, the sweeps too (hours)
 	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(abspath $(TEST_MIRROR))} CONVLAB_DOCS_COMMANDS=all \
 		$(RUN) pytest -p no:cacheprovider tests/test_docs_commands.py
 
