@@ -184,16 +184,19 @@ def test_memory_format_follows_nn_conv2d(conv_cls: type[nn.Module], channels: in
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_output_keeps_the_input_dtype_under_autocast(conv_cls: type[nn.Module], bias: bool) -> None:
-    """bf16 autocast on the CPU (Lightning's bf16-mixed): a hand-written layer computes in whatever
-    precision its operations get and hands back float32 for float32 input, with or without a bias,
-    so that two in a row work. (nn.Conv2d, an autocast op itself, returns bfloat16 instead.)"""
+def test_autocast_gives_nn_conv2d_dtype(conv_cls: type[nn.Module], bias: bool) -> None:
+    """bf16 autocast on the CPU (Lightning's bf16-mixed): conv2d is on autocast's lower-precision list,
+    so every layer returns bfloat16 as nn.Conv2d does, two in a row work, the float32 parameters get
+    float32 gradients, and float64 (which autocast leaves alone) stays float64."""
     first, second = conv_cls(3, 4, 3, bias=bias), conv_cls(4, 2, 3, bias=bias)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         hidden = first(_input(2, 3, 8, 8))
         out = second(hidden)
-    expected = torch.bfloat16 if conv_cls is nn.Conv2d else torch.float32
-    assert hidden.dtype == out.dtype == expected
+        wide = conv_cls(3, 2, 3, bias=bias, dtype=torch.float64)(_input(1, 3, 5, 5, dtype=torch.float64))
+    assert hidden.dtype == out.dtype == torch.bfloat16
+    assert wide.dtype == torch.float64
+    out.float().sum().backward()
+    assert first.weight.grad is not None and first.weight.grad.dtype == torch.float32
 
 
 def test_registry_names_and_lookup() -> None:

@@ -51,13 +51,48 @@ def test_layer_used_twice_before_backward(
 
 
 def test_onednn_products_match_torch_matmul() -> None:
-    if fast._ONEDNN_LINEAR is None:
-        pytest.skip("torch built without oneDNN")
+    if fast.ONEDNN_LINEAR is None:
+        pytest.skip("torch built without oneDNN's inner product")
     a, b = torch.randn(1, 7, 30), torch.randn(1, 30, 11)
     torch.testing.assert_close(fast.matmul(a, b), torch.matmul(a, b), rtol=1e-5, atol=1e-5)
     # Strided operands, as the layer passes them: transposed views on either side.
     a_t, b_t = torch.randn(1, 30, 7).transpose(1, 2), torch.randn(1, 11, 30).transpose(1, 2)
     torch.testing.assert_close(fast.matmul(a_t, b_t), torch.matmul(a_t, b_t), rtol=1e-5, atol=1e-5)
+
+
+def test_without_onednn_every_product_is_torch_matmul(monkeypatch) -> None:
+    """The public fallback for the private oneDNN operator: a build without it (or a release that drops
+    it) finds none, and the layer's float32 one-matrix path then gives F.conv2d's numbers."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert fast._find_onednn_linear() is None
+    monkeypatch.setattr(fast, "ONEDNN_LINEAR", None)
+    monkeypatch.setattr(fast, "SHORT_K", 0)  # every product one 2-D GEMM, the path oneDNN would take
+    layer = fast.FastConv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 7, 6, requires_grad=True)
+
+    def loss_of(conv):
+        return (conv(x) ** 2).sum()
+
+    actual = torch.autograd.grad(loss_of(layer), [x, layer.weight, layer.bias])
+    for a, e in zip(actual, reference_grads(layer, x, loss_of), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradient_reads_the_forward_columns(monkeypatch) -> None:
+    """One chunk: the backward reuses the forward's columns of the same input (one im2col in all);
+    a second input through the layer in between overwrites them, and the backward rebuilds them."""
+    calls = []
+    im2col_into = fast.im2col_into
+    monkeypatch.setattr(fast, "im2col_into", lambda *args: (calls.append(1), im2col_into(*args)))
+    layer = fast.FastConv2d(2, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    layer(x).sum().backward()
+    assert len(calls) == 1
+    calls.clear()
+    out = layer(x)
+    layer(torch.randn_like(x))
+    out.sum().backward()
+    assert len(calls) == 3
 
 
 def test_threads_have_their_own_scratch_memory() -> None:

@@ -17,19 +17,34 @@ unbatched input. A subclass implements one method:
 using `self.stride`, `self.dilation` and `self.groups`. For inputs where a subclass's
 `pads_zeros_in_conv(x)` says so, `_conv` gets x without its zero padding instead and adds
 the zeros `zero_padding_left_to_conv(x)` names itself (the other padding modes arrive applied).
+
+What `F.conv2d` does around the arithmetic, `forward` does for every subclass: a
+non-tensor input is a TypeError; under `torch.autocast` the floating-point operands
+are cast to the autocast dtype (conv2d is on autocast's lower-precision list) and
+`_conv` runs in that dtype with autocast off; an input with zero channels gives an
+output with zero channels, and gradients of zeros, as `F.conv2d`'s does; and the
+output is channels-last when the input or the weight is.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
+
+from convlab.conv.functional import Geometry
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("same", "valid")
+
+
+def _pair(value: int | Iterable[int]) -> tuple[int, ...]:
+    """(v, v) for one number, the values as a tuple for a sequence (its length is checked at call time)."""
+    return tuple(value) if isinstance(value, Iterable) else (value, value)
 
 
 def output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -95,6 +110,9 @@ class Conv2dBase(nn.Module):
         self.out_channels = out_channels
         self.groups = groups
         self.padding_mode = padding_mode
+        # nn.Conv2d's attributes for code that inspects a convolution (a Conv2d is never transposed).
+        self.transposed = False
+        self.output_padding = (0, 0)
         self.weight = nn.Parameter(
             torch.empty((out_channels, in_channels // groups, *self.kernel_size), **factory_kwargs)
         )
@@ -119,7 +137,7 @@ class Conv2dBase(nn.Module):
         # Same calls as nn.Conv2d: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(fan_in), ...).
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            fan_in = math.prod(self.weight.shape[1:])  # C_in/groups * kH * kW, as nn.init counts it
             if fan_in != 0:
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(self.bias, -bound, bound)
@@ -167,15 +185,19 @@ class Conv2dBase(nn.Module):
                 f"but got weight of size {list(self.weight.shape)} instead"
             )
 
-    def _check_input(self, x: Tensor) -> None:
-        """x: (N, C_in, H, W) after unsqueezing unbatched input."""
+    def geometry(self) -> Geometry:
+        """Kernel size, stride, dilation and groups, as `convlab.conv.functional` takes them."""
+        return Geometry(self.kernel_size, self.stride, self.dilation, self.groups)
+
+    def _check_input(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+        """x: (N, C_in, H, W) after unsqueezing unbatched input; weight and bias as `_conv` will get them."""
         if x.shape[1] != self.in_channels:
             raise RuntimeError(
-                f"Given groups={self.groups}, weight of size {list(self.weight.shape)}, "
+                f"Given groups={self.groups}, weight of size {list(weight.shape)}, "
                 f"expected input{list(x.shape)} to have {self.in_channels} channels, "
                 f"but got {x.shape[1]} channels instead"
             )
-        for tensor, name in ((self.weight, "weight"), (self.bias, "bias")):
+        for tensor, name in ((weight, "weight"), (bias, "bias")):
             if tensor is not None and x.dtype != tensor.dtype:
                 raise RuntimeError(
                     f"Input type ({x.dtype}) and {name} type ({tensor.dtype}) should be the same"
@@ -227,6 +249,10 @@ class Conv2dBase(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out); unbatched (C_in, H, W) -> (C_out, H_out, W_out)."""
+        if not isinstance(input, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: expected input to be a Tensor, but got {type(input).__name__}"
+            )
         if input.dim() not in (3, 4):
             raise RuntimeError(
                 "Expected 3D (unbatched) or 4D (batched) input to conv2d, "
@@ -235,19 +261,63 @@ class Conv2dBase(nn.Module):
         self._check_arguments()
         unbatched = input.dim() == 3
         x = input.unsqueeze(0) if unbatched else input
-        self._check_input(x)
+        weight, bias = self.weight, self.bias
+        autocast_dtype = _autocast_dtype(x)
+        if autocast_dtype is not None:
+            x, weight, bias = (_autocast(t, autocast_dtype) for t in (x, weight, bias))
+        self._check_input(x, weight, bias)
         x = self._padded(x)
         self._check_kernel_fits(x)
-        out = self._conv(x, self.weight, self.bias)
-        # The input's dtype, as F.conv2d gives it: under autocast a matmul inside `_conv` may hand back
-        # half precision, which the next layer's float32 weights would refuse (with a bias it is float32).
-        out = out.to(input.dtype)
+        if x.shape[1] == 0:
+            out = self._no_channels(x, weight, bias)
+        else:
+            if x.numel() == 0 and x.shape[0] != 0:
+                raise RuntimeError(
+                    "Only zero batch or zero channel inputs are supported, "
+                    f"but got input shape: {list(input.shape)}"
+                )
+            # Autocast has done its part (the casts above): the kernels compute in that dtype.
+            off = (
+                torch.autocast(x.device.type, enabled=False) if autocast_dtype is not None else nullcontext()
+            )
+            with off:
+                out = self._conv(x, weight, bias)
         if unbatched:
             return out.squeeze(0)
-        # nn.Conv2d hands a channels-last input's output back channels-last (same values either way).
-        if input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous():
+        # nn.Conv2d hands the output back channels-last when its input or weight is (same values either way).
+        if _is_channels_last(input) or _is_channels_last(self.weight):
             return out.contiguous(memory_format=torch.channels_last)
         return out
 
+    def _no_channels(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """x (N, 0, H_pad, W_pad) -> (N, 0, H_out, W_out), as F.conv2d gives it, with zero gradients for
+        x, weight and bias (a graph that reaches them, so that they get zeros and not None)."""
+        anchor = sum(t.sum() for t in (x, weight, bias) if t is not None) * 0
+        return x.new_zeros((x.shape[0], 0, *self.valid_output_shape(x))) + anchor
+
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _conv")
+
+
+def _autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast gives a conv2d on x's device, None where autocast is off."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return None
+
+
+def _autocast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """t cast as autocast casts an operand of conv2d: floating point other than float64 only."""
+    if t is not None and t.is_floating_point() and t.dtype != torch.float64:
+        return t.to(dtype)
+    return t
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """Whether a 4-D tensor is stored channels-last (and not also plain contiguous, as with one channel)."""
+    try:
+        return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    except RuntimeError:
+        # Inside torch.func.vmap a tensor cannot be asked about memory formats; the layout of a
+        # vmapped output is not observable either, so the plain one serves.
+        return False

@@ -45,6 +45,7 @@ class UnfoldConv2d(Conv2dBase):
         """x (N, C_in, H_pad, W_pad), weight (C_out, C_in/groups, kH, kW) -> (N, C_out, H_out, W_out)."""
         h_out, w_out = self.valid_output_shape(x)
         cols = im2col(x, self.kernel_size, self.stride, self.dilation, self.groups)
-        filters = weight.view(self.groups, self.out_channels // self.groups, cols.shape[2])
-        out = (filters @ cols).view(x.shape[0], self.out_channels, h_out, w_out)
+        # reshape, not view: a weight may be stored in any layout (expanded, channels-last).
+        filters = weight.reshape(self.groups, self.out_channels // self.groups, cols.shape[2])
+        out = (filters @ cols).reshape(x.shape[0], self.out_channels, h_out, w_out)
         return out if bias is None else out + bias.view(1, -1, 1, 1)
