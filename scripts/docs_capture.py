@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,8 @@ def workspace(root: Path | None = None) -> Iterator[Path]:
 
 
 def environment(folder: Path) -> dict[str, str]:
-    """The environment a documented command runs in: the project's .venv active, uv never re-syncing it.
+    """The environment a documented command runs in: the project's .venv active, uv never re-syncing it,
+    a terminal 120 columns wide.
 
     UV_NO_SYNC keeps `uv run` (the Makefile's) from installing the project into the shared environment
     from the workspace's path; the real MNIST mirror is used when one is configured or sits beside the clone.
@@ -89,6 +91,8 @@ def environment(folder: Path) -> dict[str, str]:
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
     env["UV_NO_SYNC"] = "1"
+    # Tables (rich) as wide as a page shows without scrolling; a terminal of this width shows the same.
+    env["COLUMNS"] = "120"
     env.pop("PYTHONPATH", None)
     mirror = REPO.parent / "shared" / "data"
     if "CONVLAB_DATA_MIRROR" not in env and mirror.is_dir():
@@ -105,10 +109,14 @@ def clean(text: str, folder: Path) -> str:
 
 
 def run(commands: list[str], folder: Path, timeout: float | None = None) -> list[Result]:
-    """Runs each command with bash in `folder`, one after another, stdout and stderr together."""
+    """Runs each command with bash in `folder`, one after another, stdout and stderr together.
+
+    A command still running after `timeout` seconds is killed with everything it started: TimeoutError.
+    """
     results = []
     for command in commands:
-        done = subprocess.run(
+        # A session of its own, so that a timeout ends the command's children too, not bash alone.
+        process = subprocess.Popen(
             ["bash", "-c", command],
             cwd=folder,
             env=environment(folder),
@@ -116,9 +124,15 @@ def run(commands: list[str], folder: Path, timeout: float | None = None) -> list
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            timeout=timeout,
+            start_new_session=True,
         )
-        results.append(Result(command, clean(done.stdout, folder), done.returncode))
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise TimeoutError(f"`{command}` ran past {timeout:g} s and was stopped") from None
+        results.append(Result(command, clean(output, folder), process.returncode))
     return results
 
 

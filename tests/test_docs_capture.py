@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "docs_capture.py"
 spec = importlib.util.spec_from_file_location("docs_capture", SCRIPT)
@@ -51,3 +54,11 @@ def test_main_writes_a_stamped_file_and_refuses_an_unexpected_status(tmp_path: P
 
     assert docs_capture.main([str(out), "exit 1"]) == 1
     assert out.read_text() == text  # nothing written for a run that went wrong
+
+
+def test_a_command_past_its_timeout_is_stopped_with_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "still-running"
+    with docs_capture.workspace(tmp_path) as folder, pytest.raises(TimeoutError, match="ran past 1 s"):
+        docs_capture.run([f"(sleep 3; touch {marker}) & sleep 30"], folder, timeout=1)
+    time.sleep(3)
+    assert not marker.exists()  # the background child was killed with the shell
