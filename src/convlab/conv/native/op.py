@@ -337,7 +337,11 @@ def _each(info, in_dims, op: Callable, args: tuple):
     """op over the vmapped dimension one element at a time, outputs stacked along dim 0."""
     results = []
     for i in range(info.batch_size):
-        results.append(op(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims, strict=True))))
+        element = (
+            a.select(d, i) if isinstance(a, Tensor) and d is not None else a
+            for a, d in zip(args, in_dims, strict=True)
+        )
+        results.append(op(*element))
     if isinstance(results[0], tuple):
         return tuple(torch.stack(parts) for parts in zip(*results, strict=True)), (0,) * len(results[0])
     return torch.stack(results), 0
@@ -378,18 +382,37 @@ def _native_conv2d_backward_vmap(
 # The eager path: autograd.Functions, which torch.func's transforms and forward-mode AD require.
 
 
+class _Geometry:
+    """(stride, padding, dilation, groups) as one opaque argument: torch.func treats lists among an
+    autograd.Function's inputs as pytrees of their own, and these are settings, not data."""
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
+
+
+def _conv_function(x: Tensor, weight: Tensor, bias: Tensor | None, *geometry) -> Tensor:
+    return _Conv.apply(x, weight, bias, _Geometry(geometry))
+
+
+def _backward_function(
+    grad_out: Tensor, x: Tensor, weight: Tensor, *geometry_and_needs
+) -> tuple[Tensor, Tensor]:
+    *geometry, need_x, need_w = geometry_and_needs
+    return _ConvBackward.apply(grad_out, x, weight, _Geometry(tuple(geometry)), need_x, need_w)
+
+
 class _Conv(torch.autograd.Function):
     """native_conv2d with setup_context, a jvp and a generated vmap rule."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, weight, bias, stride, padding, dilation, groups):
-        return native_conv2d(x, weight, bias, stride, padding, dilation, groups)
+    def forward(x, weight, bias, geometry):
+        return native_conv2d(x, weight, bias, *geometry.args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _conv_setup(ctx, inputs, output)
+        _conv_setup(ctx, (*inputs[:3], *inputs[3].args), output)
         ctx.save_for_forward(*inputs[:2])
         ctx.set_materialize_grads(False)
 
@@ -399,16 +422,16 @@ class _Conv(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = None
         if grad_out is not None and (need_x or need_w):
-            grad_x, grad_w = _ConvBackward.apply(grad_out, x, weight, *ctx.geometry, need_x, need_w)
+            grad_x, grad_w = _backward_function(grad_out, x, weight, *ctx.geometry, need_x, need_w)
         grad_b = grad_out.sum(dim=(0, 2, 3)) if grad_out is not None and ctx.has_bias and need_b else None
-        return grad_x if need_x else None, grad_w if need_w else None, grad_b, None, None, None, None
+        return grad_x if need_x else None, grad_w if need_w else None, grad_b, None
 
     @staticmethod
     def jvp(ctx, t_x, t_weight, t_bias, *_):
         """The convolution is linear in x and in weight: d out = conv(t_x, W) + conv(x, t_W) + t_b."""
         x, weight = ctx.saved_tensors
-        terms = [_Conv.apply(t_x, weight, None, *ctx.geometry)] if t_x is not None else []
-        terms += [_Conv.apply(x, t_weight, None, *ctx.geometry)] if t_weight is not None else []
+        terms = [_conv_function(t_x, weight, None, *ctx.geometry)] if t_x is not None else []
+        terms += [_conv_function(x, t_weight, None, *ctx.geometry)] if t_weight is not None else []
         terms += [t_bias.view(-1, 1, 1)] if t_bias is not None else []
         if not terms:
             return None
@@ -428,22 +451,22 @@ class _ConvBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad_out, x, weight, stride, padding, dilation, groups, need_x, need_w):
-        return native_conv2d_backward(grad_out, x, weight, stride, padding, dilation, groups, need_x, need_w)
+    def forward(grad_out, x, weight, geometry, need_x, need_w):
+        return native_conv2d_backward(grad_out, x, weight, *geometry.args, need_x, need_w)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _backward_setup(ctx, inputs, output)
+        _backward_setup(ctx, (*inputs[:3], *inputs[3].args, *inputs[4:]), output)
         ctx.save_for_forward(*inputs[:3])
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, gg_x, gg_w):
         grads = _second_order(
-            ctx.geometry, ctx.computed, ctx.saved_tensors, ctx.needs_input_grad[:3], gg_x, gg_w, _Conv.apply,
-            _ConvBackward.apply,
+            ctx.geometry, ctx.computed, ctx.saved_tensors, ctx.needs_input_grad[:3], gg_x, gg_w,
+            _conv_function, _backward_function,
         )  # fmt: skip
-        return (*grads, None, None, None, None, None, None)
+        return (*grads, None, None, None)
 
     @staticmethod
     def jvp(ctx, t_grad_out, t_x, t_weight, *_):
@@ -454,12 +477,12 @@ class _ConvBackward(torch.autograd.Function):
         def dx(dy: Tensor | None, w: Tensor | None) -> Tensor | None:
             if dy is None or w is None:
                 return None
-            return _ConvBackward.apply(dy, x, w, *ctx.geometry, True, False)[0]
+            return _backward_function(dy, x, w, *ctx.geometry, True, False)[0]
 
         def dw(xx: Tensor | None, dy: Tensor | None) -> Tensor | None:
             if xx is None or dy is None:
                 return None
-            return _ConvBackward.apply(dy, xx, weight, *ctx.geometry, False, True)[1]
+            return _backward_function(dy, xx, weight, *ctx.geometry, False, True)[1]
 
         t_grad_x = _sum([dx(t_grad_out, weight), dx(grad_out, t_weight)], x) if need_x else x.new_empty(0)
         t_grad_w = _sum([dw(t_x, grad_out), dw(x, t_grad_out)], weight) if need_w else weight.new_empty(0)
@@ -485,4 +508,4 @@ def conv2d(
     geometry = (list(stride), list(padding), list(dilation), groups)
     if torch.compiler.is_compiling():
         return native_conv2d(x, weight, bias, *geometry)
-    return _Conv.apply(x, weight, bias, *geometry)
+    return _conv_function(x, weight, bias, *geometry)
