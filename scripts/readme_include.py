@@ -2,8 +2,9 @@
 
 A block is everything between a pair of markers; the first names the file (relative to the page that
 includes it), and optionally the part of it to take: from the first line starting with `start` (kept)
-to the next line starting with `stop` (left out), at most `lines` lines, each quoted; `fence` wraps
-the text in a fenced code block of that language (the markers cannot sit inside one):
+to the next line starting with `stop` (left out), leading blanks ignored, at most `lines` lines, each
+quoted; `fence` wraps the text in a fenced code block of that language (the markers cannot sit inside
+one):
 
     <!-- include: docs/results/bench/bench.md -->
     ...replaced by the whole file...
@@ -52,16 +53,16 @@ def pages(root: Path = REPO) -> list[Path]:
 
 def excerpt(text: str, start: str | None, stop: str | None, path: str, limit: int | None = None) -> str:
     """The lines of text from the first starting with `start` up to the next starting with `stop`,
-    at most `limit` of them."""
+    at most `limit` of them. Leading blanks do not count: a centred table title matches its words."""
     lines = text.rstrip("\n").split("\n")
     first = 0
     if start is not None:
-        first = next((i for i, line in enumerate(lines) if line.startswith(start)), None)
+        first = next((i for i, line in enumerate(lines) if line.lstrip().startswith(start)), None)
         if first is None:
             raise ValueError(f"{path}: no line starts with {start!r}")
     last = len(lines)
     if stop is not None:
-        last = next((i for i in range(first + 1, len(lines)) if lines[i].startswith(stop)), None)
+        last = next((i for i in range(first + 1, len(lines)) if lines[i].lstrip().startswith(stop)), None)
         if last is None:
             raise ValueError(f"{path}: no line after {start!r} starts with {stop!r}")
     if limit is not None:

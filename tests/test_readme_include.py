@@ -116,3 +116,12 @@ def test_the_committed_readme_and_docs_match_the_results_they_include() -> None:
     """A results file regenerated without `make readme` leaves a page showing old output: caught here."""
     out_of_date = readme_include.stale(*readme_include.pages())
     assert not out_of_date, f"run make readme: {', '.join(str(p) for p in out_of_date)}"
+
+
+def test_start_and_stop_ignore_leading_blanks(tmp_path: Path) -> None:
+    (tmp_path / "out.md").write_text("x\n      capabilities\n| a |\n   diagnoses\n")
+    page = tmp_path / "page.md"
+    marker = '<!-- include: out.md start="capabilities" stop="diagnoses" -->\n'
+    page.write_text(marker + "<!-- /include -->\n")
+    readme_include.refresh(page)
+    assert page.read_text() == marker + "      capabilities\n| a |\n<!-- /include -->\n"
