@@ -68,7 +68,7 @@ TIERS: list[tuple[str, str]] = [
     (r"^python scripts/readme_include\.py --check$", QUICK),
     (r"^python scripts/docs_capture\.py ", SLOW),
     (r"^(python train\.py|make (train|sweep|does-it-learn|report|lockstep|verify|bench)\b)", SLOW),
-    (r"^python -m convlab\.(verify|lockstep|bench|report)\b", SLOW),
+    (r"^python -m convlab\.(verify|lockstep|bench|report|quick_check)\b", SLOW),
     (r"^python -m convlab\.learn\.", SLOW),
     (r"^diff <\(jq ", SLOW),
 ]
