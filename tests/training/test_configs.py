@@ -8,11 +8,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import yaml
 from harness import CONFIGS, REPO, compose_train
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
-from convlab.conv import CONV_LAYERS
+from convlab.conv import CONV_LAYERS, SpecError
 from convlab.training.datamodule import MNISTDataModule
 from convlab.training.module import LitClassifier
 from convlab.training.network import ReferenceNet
@@ -34,6 +36,25 @@ def test_conv_option_builds_its_class(conv: str, tmp_path: Path):
     model = instantiate(cfg.model)
     assert isinstance(model, LitClassifier) and isinstance(model.net, ReferenceNet)
     assert type(model.net.conv1) is CONV_LAYERS[conv] and type(model.net.conv2) is CONV_LAYERS[conv]
+
+
+def test_conv_name_takes_a_users_spec_and_its_parameter_names(tmp_path: Path):
+    spec = f"{REPO / 'tests' / 'user_layers' / 'learner_conv.py'}:VanillaConv2d"
+    overrides = [f"conv.name={spec}", "conv.weight=filter_weights", "conv.bias=filter_biases"]
+    net = instantiate(compose_train(overrides, tmp_path).model).net
+    assert type(net.conv1).__name__ == "AdaptedVanillaConv2d"
+    assert net.conv1.weight is net.conv1.get_parameter("layer.filter_weights")  # the user's own tensor
+    assert net.conv1.weight.shape == (10, 1, 5, 5) and net.conv2.bias.shape == (20,)
+    with pytest.raises(InstantiationException) as raised:  # Hydra's wrapper around the resolver's error
+        instantiate(compose_train([f"conv.name={spec}", "conv.weight=nope"], tmp_path).model)
+    assert isinstance(raised.value.__cause__, SpecError) and "no parameter named 'nope'" in str(raised.value)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_are_multiruns_over_conv_name(experiment: str):
+    text = yaml.safe_load((CONFIGS / "experiment" / f"{experiment}.yaml").read_text())
+    assert text["hydra"]["mode"] == "MULTIRUN"
+    assert "conv.name" in text["hydra"]["sweeper"]["params"]
 
 
 @pytest.mark.parametrize("data", options("data"))
@@ -69,11 +90,15 @@ def test_logger_option(logger: str, tmp_path: Path):
 def test_trainer_and_callbacks(tmp_path: Path):
     cfg = compose_train(["trainer.max_epochs=3", "callbacks.conv_monitor=null"], tmp_path)
     callbacks = instantiate_all(cfg.callbacks)
-    assert [type(c).__name__ for c in callbacks] == ["ModelCheckpoint", "RunningLossProgressBar"]
+    assert [type(c).__name__ for c in callbacks] == [
+        "ModelCheckpoint",
+        "RunningLossProgressBar",
+        "FilterImages",
+    ]
     assert callbacks[0].dirpath == str(tmp_path / "checkpoints")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 3
-    assert len(instantiate_all(compose_train([], tmp_path).callbacks)) == 3
+    assert len(instantiate_all(compose_train([], tmp_path).callbacks)) == 4
 
 
 def test_trainer_profiles_nothing_by_default_and_what_the_command_line_names(tmp_path: Path):
@@ -88,8 +113,8 @@ def test_defaults_and_run_dirs(tmp_path: Path):
     assert (cfg.conv.name, cfg.data.name, cfg.probe.name, cfg.seed) == ("torch", "mnist", "none", 0)
     assert cfg.model.optimizer.lr == 0.01 and cfg.model.optimizer.momentum == 0.5
     hydra_cfg = (CONFIGS / "hydra" / "default.yaml").read_text()
-    assert "${paths.log_dir}/runs/${now:%Y-%m-%d}/${now:%H-%M-%S}" in hydra_cfg
-    assert "${paths.log_dir}/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}" in hydra_cfg
+    assert "${unique_dir:${paths.log_dir}/runs/${now:%Y-%m-%d}/${now:%H-%M-%S}}" in hydra_cfg
+    assert "${unique_dir:${paths.log_dir}/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}}" in hydra_cfg
 
 
 def test_bad_choice_lists_the_valid_ones():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlab.conv import CONV_LAYERS, get_conv
+from convlab.conv import get_conv
 from convlab.training.module import LitClassifier
 from convlab.training.network import ReferenceNet
 from convlab.training.probes import (
@@ -83,14 +83,29 @@ def test_unknown_probe_lists_the_valid_ones():
         apply_probe(ReferenceNet(nn.Conv2d), "frozen_everything")
 
 
-def test_a_newly_registered_conv_class_is_frozen_too(monkeypatch: pytest.MonkeyPatch):
-    class MyConv2d(nn.Conv2d):
+def test_an_unregistered_conv_class_is_found_through_the_networks_slots():
+    class MyConv2d(nn.Conv2d):  # registered nowhere
         pass
 
-    monkeypatch.setitem(CONV_LAYERS, "mine", MyConv2d)
     net = ReferenceNet(MyConv2d)
-    assert set(conv_layers(net)) == {"conv1", "conv2"}
+    assert conv_layers(net) == {"conv1": net.conv1, "conv2": net.conv2}
     assert set(apply_probe(net, "frozen_conv")) == CONV_PARAMS
+
+
+def test_a_network_without_named_conv_slots_is_one_clear_error():
+    with pytest.raises(TypeError, match="conv_layers"):
+        apply_probe(nn.Sequential(nn.Conv2d(1, 2, 3)), "frozen_conv")
+
+
+def test_redrawing_one_slot_leaves_the_other_as_trained():
+    model = lit("none")
+    train_steps(model)
+    trained = snapshot_parameters(model.net)
+    only_conv1 = redrawn_conv_copy(model.net, seed=7, slots=["conv1"])
+    changed = {name for name, p in only_conv1.named_parameters() if not torch.equal(p, trained[name])}
+    assert changed == {"conv1.weight", "conv1.bias"}
+    both = redrawn_conv_copy(model.net, seed=7)
+    assert torch.equal(both.conv1.weight, only_conv1.conv1.weight)
 
 
 @pytest.mark.parametrize("conv_init", ["default", "uniform01"])

@@ -27,8 +27,13 @@ from convlab.conv import CONV_LAYERS
 from convlab.conv.numpy import warn_host_round_trip
 from convlab.conv.vanilla import warn_slower_than_cpu
 from convlab.learn import report
+from convlab.training import distributed
 from convlab.training.callbacks import EpochTimer, RedrawnConvAccuracy
-from convlab.training.distributed import ScriptRelaunchInMultirunError, refuse_script_relaunch_in_multirun
+from convlab.training.distributed import (
+    ScriptRelaunchInMultirunError,
+    UnrepeatedSampler,
+    refuse_script_relaunch_in_multirun,
+)
 from convlab.training.seeding import derived_seed
 from convlab.training.task import instantiate_all, run
 from convlab.training.threads import available_cores, set_threads
@@ -177,6 +182,40 @@ def test_ddp_is_fine_in_a_multirun_where_the_cluster_starts_the_processes(
     for name, value in {"LOCAL_RANK": "0", "NODE_RANK": "0", "WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(name, value)
     refuse_script_relaunch_in_multirun(multirun_job_trainer(["trainer=ddp", *DDP_ON_CPU], tmp_path))
+
+
+def test_without_lightnings_private_launcher_class_the_public_fallback_still_refuses_plain_ddp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """As on a Lightning that renamed `_SubprocessScriptLauncher`: plain ddp is still refused, one process
+    and fork pass, and ddp_spawn is refused with the reason (over-refusing; never a sweep per process)."""
+    monkeypatch.setattr(distributed, "script_launcher_class", lambda: None)
+    with pytest.raises(ScriptRelaunchInMultirunError, match="no launcher class"):
+        refuse_script_relaunch_in_multirun(multirun_job_trainer(["trainer=ddp", *DDP_ON_CPU], tmp_path))
+    for fine in (
+        ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"],
+        ["trainer=ddp_spawn", *DDP_ON_CPU, "trainer.strategy=ddp_fork"],
+    ):
+        refuse_script_relaunch_in_multirun(multirun_job_trainer(fine, tmp_path))
+    with pytest.raises(ScriptRelaunchInMultirunError, match="ddp_spawn included"):
+        refuse_script_relaunch_in_multirun(multirun_job_trainer(["trainer=ddp_spawn", *DDP_ON_CPU], tmp_path))
+
+
+def test_private_launcher_class_is_looked_up_where_lightning_keeps_it():
+    assert distributed.script_launcher_class() is not None  # else every check above ran the fallback
+
+
+@pytest.mark.parametrize(("items", "processes"), [(41, 2), (10, 3), (2, 4), (0, 2)])
+def test_unrepeated_sampler_gives_every_item_to_exactly_one_process(items: int, processes: int):
+    dataset = list(range(items))
+    shards = [
+        list(UnrepeatedSampler(dataset, num_replicas=processes, rank=rank)) for rank in range(processes)
+    ]
+    assert sorted(index for shard in shards for index in shard) == dataset
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(UnrepeatedSampler(dataset, processes, rank)) for rank in range(processes)] == list(
+        map(len, shards)
+    )
 
 
 def test_joblib_sweep_runs_jobs_in_parallel_and_report_reads_them(

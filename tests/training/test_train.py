@@ -24,7 +24,8 @@ from convlab.training.network import ReferenceNet
 from convlab.training.task import run
 
 METRIC_KEYS = {
-    "test_acc", "test_loss", "best_val_acc", "redrawn_conv_test_acc", "conv_drift", "frozen_unchanged",
+    "test_acc", "test_loss", "best_val_acc", "redrawn_conv_test_acc", "redrawn_conv_test_acc_per_layer",
+    "conv_drift", "frozen_unchanged",
     "epochs", "epoch_time_s", "images_per_s", "train_images", "test_images",
 }  # fmt: skip
 WALL_CLOCK = {"epoch_time_s", "images_per_s"}
@@ -41,6 +42,12 @@ def train(overrides: list[str], out: Path) -> tuple[float, dict]:
     """Run the task as `python train.py <overrides>` would; returns (its return value, results.json)."""
     returned = run(compose_train(overrides, out))
     return returned, json.loads((out / "results.json").read_text())
+
+
+def event_dir(run_dir: Path) -> Path:
+    """The folder of the run's TensorBoard event file (a sub-folder named after the run)."""
+    (events,) = run_dir.rglob("events.out.tfevents*")
+    return events.parent
 
 
 def comparable(metrics: dict) -> dict:
@@ -62,7 +69,8 @@ def test_fast_dev_run_every_conv(conv: str, fake_data: list[str], tmp_path: Path
 def test_results_json_and_tensorboard(fake_data: list[str], tmp_path: Path):
     overrides = [*fake_data, "probe=frozen_conv", "seed=3", "trainer.max_epochs=2", "logger=many_loggers"]
     returned, results = train(overrides, tmp_path)
-    assert set(results) == {"conv", "probe", "data", "seed", "overrides", "config", "metrics"}
+    assert set(results) >= {"status", "conv", "probe", "data", "seed", "overrides", "config", "metrics"}
+    assert results["status"] == "completed"
     choices = (results["conv"], results["probe"], results["data"], results["seed"])
     assert choices == ("torch", "frozen_conv", "mnist", 3)
     assert results["overrides"] == overrides
@@ -74,25 +82,29 @@ def test_results_json_and_tensorboard(fake_data: list[str], tmp_path: Path):
     assert (metrics["epochs"], metrics["train_images"], metrics["test_images"]) == (2, 100, 40)
     for key in ("test_acc", "best_val_acc", "redrawn_conv_test_acc"):
         assert 0 <= metrics[key] <= 1
+    assert set(metrics["redrawn_conv_test_acc_per_layer"]) == {"conv1", "conv2"}
+    assert all(0 <= acc <= 1 for acc in metrics["redrawn_conv_test_acc_per_layer"].values())
     assert metrics["epoch_time_s"] > 0 and metrics["images_per_s"] > 0
     assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"last.ckpt"}
     assert (tmp_path / "csv" / "metrics.csv").is_file()
 
-    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tensorboard_dir = event_dir(tmp_path)
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
     for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"):
         assert tag in scalars
     assert {"conv_drift/conv1", "conv_drift/conv2", "final/redrawn_conv_test_acc"} <= scalars
+    assert {"test/redrawn_conv_acc/conv1", "final/redrawn_conv_test_acc_conv2"} <= scalars
     assert [image.step for image in events.Images("filters/conv1")] == [0, 1]
     assert events.PluginTagToContent("hparams")  # the HParams tab's session summaries
-    for hparams_file in (tmp_path / "hparams.yaml", tmp_path / "csv" / "hparams.yaml"):
+    for hparams_file in (tensorboard_dir / "hparams.yaml", tmp_path / "csv" / "hparams.yaml"):
         saved = yaml.safe_load(hparams_file.read_text())
         assert (saved["conv"], saved["probe"], saved["seed"]) == ("torch", "frozen_conv", 3), hparams_file
 
 
 def test_grad_norms_are_logged_for_trained_convs(fake_data: list[str], tmp_path: Path):
     train([*fake_data, "trainer.max_epochs=1", "trainer.log_every_n_steps=1"], tmp_path)
-    scalars = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    scalars = set(EventAccumulator(str(event_dir(tmp_path))).Reload().Tags()["scalars"])
     assert {"conv_grad_norm/conv1", "conv_grad_norm/conv2"} <= scalars
 
 
@@ -119,23 +131,22 @@ def test_same_seed_same_metrics_and_resume_matches(fake_data: list[str], tmp_pat
     assert other_seed["metrics"]["test_loss"] != first["metrics"]["test_loss"]
 
 
-def test_written_out_step_equals_lightnings_automatic_one(fake_data: list[str], tmp_path: Path):
-    """LitClassifier writes the optimiser step out, unless the Trainer clips gradients or accumulates
-    batches (then Lightning runs it). A clip no gradient reaches gives the same run bit for bit; a clip
-    that bites, or accumulation, changes it."""
+def test_trainer_clipping_and_accumulation_through_the_config(fake_data: list[str], tmp_path: Path):
+    """A clip no gradient reaches gives the same run bit for bit; a clip that bites, or accumulation,
+    changes it."""
     base = [*fake_data, "trainer.max_epochs=1"]
     runs = {
         name: comparable(train([*base, *extra], tmp_path / name)[1]["metrics"])
         for name, extra in {
-            "written_out": [],
+            "plain": [],
             "clip_never_reached": ["+trainer.gradient_clip_val=1e9"],
             "clip_bites": ["+trainer.gradient_clip_val=1e-4"],
             "accumulate": ["+trainer.accumulate_grad_batches=2"],
         }.items()
     }
-    assert runs["clip_never_reached"] == runs["written_out"]
-    assert runs["clip_bites"]["conv_drift"] != runs["written_out"]["conv_drift"]
-    assert runs["accumulate"]["conv_drift"] != runs["written_out"]["conv_drift"]
+    assert runs["clip_never_reached"] == runs["plain"]
+    assert runs["clip_bites"]["conv_drift"] != runs["plain"]["conv_drift"]
+    assert runs["accumulate"]["conv_drift"] != runs["plain"]["conv_drift"]
 
 
 def test_lean_profiler_changes_no_result_and_lightnings_profilers_still_profile(

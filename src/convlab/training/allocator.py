@@ -1,19 +1,15 @@
 """Keep freed memory in the process, so that a timing measures the computation and not heap luck.
 
-glibc's malloc serves a large request (above a threshold it moves at run time)
-with fresh pages from the OS, and gives memory at the top of the heap back to
-the OS when it is freed. A layer that allocates and frees megabytes per call can
-then pay a page fault for every 4 KiB page it touches, in some processes and not
-in others: which case a process lands in depends on how its heap happened to be
-laid out. Measured here, `nn.Conv2d` at conv1 (forward + backward, batch 64):
-0.35 ms in 9 processes of 12, 1.9-4 ms at 1480 page faults per call in the
-other 3; with `keep_freed_memory()` 0 faults and 0.35 ms in 22 processes of 22.
+glibc's malloc serves a large request (above a threshold it moves at run time) with fresh pages from
+the OS, and gives memory at the top of the heap back to the OS when it is freed. A layer that
+allocates and frees megabytes per call can then pay a page fault for every 4 KiB page it touches, in
+some processes and not in others, depending on how each process's heap happened to be laid out: the
+same layer's step time then differs from process to process by several times.
 
-`keep_freed_memory()` switches both behaviours off for the rest of the process:
-every request comes from the heap and freed memory stays there for the next
-one. It cannot stop the heap from fragmenting (a freed block too small for the
-next request still means new pages), but it takes away the run-to-run lottery,
-for every contender of a benchmark alike, `nn.Conv2d` included, and for training.
+`keep_freed_memory()` switches both behaviours off for the rest of the process: every request comes
+from the heap and freed memory stays there for the next one. It cannot stop the heap from fragmenting
+(a freed block too small for the next request still means new pages), but it takes away the
+run-to-run lottery, for every contender of a benchmark alike, `nn.Conv2d` included, and for training.
 """
 
 from __future__ import annotations

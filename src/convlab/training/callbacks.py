@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.utils import make_grid
 
-from convlab.training.probes import conv_drift, conv_layers, redrawn_conv_copy
+from convlab.training.probes import conv_drift, conv_layers, conv_weight, redrawn_conv_copy
 
 
 def progress_bar(refresh_rate: int = 1, redirected_refresh_rate: int = 100) -> TQDMProgressBar:
@@ -32,11 +32,9 @@ class RunningLossProgressBar(TQDMProgressBar):
     `LitClassifier.epoch_sums` every `log_every_n_steps` steps: the epoch's own train/loss is logged
     only when the epoch ends, and a slow layer's epoch can take hours.
 
-    Read here rather than `self.log`-ged by the training step: each such call cost Lightning 0.5-1 ms,
-    and every later step of the epoch paid for converting the logged value for the bar again: together
-    0.7 percentage points of Lightning's loop over a plain one (a 40-round A/B in the setting of
-    `convlab.bench.network.loop_overhead`).
-    Between updates the bar keeps the last value, also into the next epoch's first steps.
+    Read from the sums rather than `self.log`-ged by the training step, which would cost Lightning's
+    per-step logging bookkeeping on every step. Between updates the bar keeps the last value, also into
+    the next epoch's first steps.
     """
 
     def __init__(self, refresh_rate: int = 1) -> None:
@@ -73,16 +71,15 @@ class ConvMonitor(L.Callback):
         if (trainer.global_step + 1) % trainer.log_every_n_steps != 0:
             return
         for name, layer in conv_layers(pl_module.net).items():
-            if layer.weight.grad is not None:
-                pl_module.log(
-                    f"conv_grad_norm/{name}", layer.weight.grad.norm(), on_step=True, on_epoch=False
-                )
+            grad = getattr(layer.weight, "grad", None)  # a NumPy layer's weight has none
+            if grad is not None:
+                pl_module.log(f"conv_grad_norm/{name}", grad.norm(), on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, drift in conv_drift(pl_module.net, pl_module.initial_params).items():
             # Equal in every DDP process (the weights move in lockstep); sync_dist only says so.
             pl_module.log(f"conv_drift/{name}", drift, on_step=False, on_epoch=True, sync_dist=True)
-        grid = self.filter_grid(conv_layers(pl_module.net)[self.filter_layer].weight)
+        grid = self.filter_grid(conv_weight(conv_layers(pl_module.net)[self.filter_layer]))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"filters/{self.filter_layer}", grid, trainer.current_epoch)
@@ -97,28 +94,46 @@ class ConvMonitor(L.Callback):
 
 
 class RedrawnConvAccuracy(L.Callback):
-    """Logs `test/redrawn_conv_acc`: the test accuracy of the trained network with its conv weights
-    re-drawn from their init distribution (`convlab.training.probes.redrawn_conv_copy`, seeded with `seed`).
+    """Logs `test/redrawn_conv_acc`: the test accuracy of the trained network with all its conv weights
+    re-drawn from their init distribution, and `test/redrawn_conv_acc/<slot>` with only that slot re-drawn
+    (`convlab.training.probes.redrawn_conv_copy`; every copy draws from the stream seeded with `seed`).
 
+    A network that keeps its accuracy when a conv layer is re-drawn does not use what that layer learned.
     It runs inside the test pass, on exactly the batches the test sees, in every process, so under
     DDP each test image counts once and the accuracy is summed over processes (torchmetrics), and
-    under ddp_spawn the number reaches the main process with the other logged metrics.
+    under ddp_spawn the numbers reach the main process with the other logged metrics.
+    Each copy costs one more forward pass over the test set.
     """
+
+    ALL = "all"
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.net = redrawn_conv_copy(pl_module.net, self.seed).to(pl_module.device).eval()
-        self.accuracy = MulticlassAccuracy(num_classes=10, average="micro").to(pl_module.device)
+        slots = list(conv_layers(pl_module.net))
+        choices = {self.ALL: slots, **{slot: [slot] for slot in slots}}
+        self.nets = {
+            name: redrawn_conv_copy(pl_module.net, self.seed, chosen).to(pl_module.device).eval()
+            for name, chosen in choices.items()
+        }
+        self.accuracy = {
+            name: MulticlassAccuracy(num_classes=10, average="micro").to(pl_module.device)
+            for name in self.nets
+        }
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
         images, labels = batch
-        self.accuracy.update(self.net(images).argmax(dim=1), labels)
+        with torch.no_grad():
+            for name, net in self.nets.items():
+                self.accuracy[name].update(net(images).argmax(dim=1), labels)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # compute() already sums the counts over processes; sync_dist then averages equal values.
-        pl_module.log("test/redrawn_conv_acc", self.accuracy.compute(), sync_dist=True)
+        for name, accuracy in self.accuracy.items():
+            key = "test/redrawn_conv_acc" if name == self.ALL else f"test/redrawn_conv_acc/{name}"
+            pl_module.log(key, accuracy.compute(), sync_dist=True)
+        del self.nets  # copies of the network: not kept past the test pass
 
 
 class EpochTimer(L.Callback):

@@ -1,12 +1,11 @@
 """In-memory tensors served a batch at a time: one indexing per tensor, not one lookup per image.
 
-A `TensorDataset` behind a plain `DataLoader` is read an image at a time: 64 `__getitem__`
-calls and a `torch.stack` per batch of 64, about 0.3 ms, a tenth of the reference network's
-training step with `nn.Conv2d` (2 threads). `InMemoryDataset.__getitems__` gathers the whole
-batch with one index per tensor instead, and `in_memory_loader` pairs it with the collate
-function that keeps that batch as it is. The sampler still chooses the indices, so shuffling,
-Lightning's DistributedSampler and `convlab.training.distributed.eval_sampler` work unchanged, and the batches
-hold the same images in the same order as before.
+A `TensorDataset` behind a plain `DataLoader` is read an image at a time: 64 `__getitem__` calls and
+a `torch.stack` per batch of 64. `InMemoryDataset.__getitems__` gathers the whole batch with one index
+per tensor instead, and `in_memory_loader` pairs it with the collate function that keeps that batch as
+it is. The sampler still chooses the indices, so shuffling, Lightning's DistributedSampler and
+`convlab.training.distributed.eval_sampler` work unchanged, and the batches hold the same images in
+the same order as a plain DataLoader's.
 """
 
 from __future__ import annotations

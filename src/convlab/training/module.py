@@ -1,15 +1,17 @@
-"""The reference MNIST network, built from any registered conv class, and its LightningModule.
+"""`LitClassifier`: the reference network's LightningModule, through Lightning's public API only.
 
-`ReferenceNet` is the network of PyTorch's classic MNIST example
-(github.com/pytorch/examples, mnist/main.py before 2020) with the two conv layers
-taken from the class given, so every implementation trains in the same network
-with nothing else changed. `LitClassifier` trains it with NLL loss and logs loss
-and accuracy per epoch from running sums added up over DDP processes (`convlab.training.epoch_sums`).
+Automatic optimisation, as Lightning documents it: `training_step` returns the loss and Lightning
+runs the step, so gradient clipping (`gradient_clip_val`), accumulation (`accumulate_grad_batches`,
+`GradientAccumulationScheduler`) and learning-rate schedulers returned by `configure_optimizers` all
+work. A user who sets `model.automatic_optimization = False` gets a written-out step instead (zero
+grad, forward, `manual_backward`, step, and the scheduler stepped at its interval), the same numbers.
+
+Loss and accuracy are logged once per epoch from running sums added over DDP processes
+(`convlab.training.epoch_sums`): one `self.log` per epoch and stage rather than one per step.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,32 +24,20 @@ from convlab.training.epoch_sums import EpochSums
 from convlab.training.probes import apply_probe, snapshot_parameters
 from convlab.training.seeding import derived_seed
 
+SCHEDULER_INTERVALS = ("epoch", "step")
+
 
 class LitClassifier(L.LightningModule):
     """Trains `net` with NLL loss; applies the probe; keeps the initial weights for drift checks.
 
-    net: maps (N, 1, 28, 28) -> log-probabilities (N, 10).
+    net: maps (N, 1, 28, 28) -> log-probabilities (N, 10); for probes, a network with `conv_layers()`
+        (as `convlab.training.network.ReferenceNet`).
     optimizer: a partial optimizer (Hydra `_partial_: true`) called with the trainable parameters.
     probe: a name in `convlab.training.probes.PROBES`; what it freezes never reaches the optimizer.
     seed: the run's seed; each training epoch reseeds torch's RNG from (seed, epoch) so a run
         resumed from an end-of-epoch checkpoint draws the same dropout masks as one never stopped.
-
-    Four costs of Lightning's loop that the reference network's 3 ms steps feel are avoided here
-    (measured on a one-layer net, where the loop is all there is: Lightning's loop minus a plain one,
-    per step, medians of 7 epochs):
-    - automatic optimisation's closure and its three extra hooks, 60 µs a step: `training_step` writes
-      the step out, the same lines as a plain PyTorch loop (Lightning's manual optimisation). Only a
-      Trainer with `gradient_clip_val` or `accumulate_grad_batches`, which need Lightning to run the
-      step, gets automatic optimisation (`automatic_optimization`).
-    - nn.Module's `__setattr__` for `_current_fx_name`, which Lightning sets before and after every
-      hook (about 30 times a step), checking each time whether the name is a parameter, buffer or
-      submodule: 57 µs. `__setattr__` below stores that one name directly.
-    - Lightning's walk over the batch to move it to the device (`transfer_batch_to_device`), which on
-      the CPU moves nothing: skipped there, 13 µs.
-    - `inspect` working out `training_step`'s signature, which Lightning asks for on every step (does
-      it take batch_idx?): the signature is stored on the function (below the class), 15 µs.
-    With `convlab.training.epoch_sums`, the first two took the loop's own cost from 0.34 to 0.21 ms a step; on
-    another day, the last two with `convlab.training.profiler` from 0.27 to 0.22 ms (medians of 10 passes).
+    scheduler: None, or a partial learning-rate scheduler (Hydra `_partial_: true`) called with the
+        optimizer; stepped every epoch or every optimizer step as `scheduler_interval` says.
     """
 
     def __init__(
@@ -56,10 +46,18 @@ class LitClassifier(L.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         probe: str = "none",
         seed: int = 0,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(
+                f"scheduler_interval must be one of {SCHEDULER_INTERVALS}, got {scheduler_interval!r}"
+            )
         self.net = net
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
         self.probe = probe
         self.seed = seed
         self.frozen = apply_probe(net, probe)
@@ -69,20 +67,6 @@ class LitClassifier(L.LightningModule):
         self.epoch_sums = {stage: EpochSums() for stage in ("train", "val", "test")}
         # A buffer (not a float) so it lands in the checkpoint and survives resume.
         self.register_buffer("best_val_acc", torch.tensor(0.0))
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name == "_current_fx_name":  # a str or None, set around every hook (see the class docstring)
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    @property
-    def automatic_optimization(self) -> bool:
-        """True only under a Trainer that clips gradients or accumulates batches (Lightning does those)."""
-        trainer = self._trainer
-        if trainer is None:
-            return False
-        return bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 1, 28, 28) -> log-probabilities (N, 10)."""
@@ -104,10 +88,9 @@ class LitClassifier(L.LightningModule):
     def _log_epoch(self, stage: str, prog_bar: bool = True) -> Tensor | None:
         """Logs `stage`/loss and `stage`/acc over the epoch's batches (all DDP processes), returns the acc.
 
-        Once per epoch, never per step: each `self.log` call costs Lightning about half a millisecond
-        of bookkeeping; logging every step made the Lightning loop 1.33x as slow as a plain one at the
-        reference network's 5 ms steps, once per epoch 1.15x (one thread, A/B in one process). The
-        sums are already added over processes; sync_dist only tells Lightning so (averaging equal values).
+        Once per epoch, never per step: each `self.log` call costs Lightning about half a millisecond,
+        a noticeable share of the reference network's few-millisecond step. The sums are already added
+        over processes; sync_dist only tells Lightning so (averaging equal values).
         """
         means = self.epoch_sums[stage].compute_and_reset(self._sum_over_processes, self.device)
         if means is None:
@@ -125,17 +108,27 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self.automatic_optimization:
-            loss = self._step(batch, "train")
-        else:
-            optimizer = self.optimizers()
-            optimizer.zero_grad()
-            loss = self._step(batch, "train")
-            self.manual_backward(loss)
-            optimizer.step()
+            return self._step(batch, "train")
+        # Manual optimisation, chosen by the user: the same step written out.
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        loss = self._step(batch, "train")
+        self.manual_backward(loss)
+        optimizer.step()
+        if self.scheduler_interval == "step":
+            self._step_scheduler()
         return loss
+
+    def _step_scheduler(self) -> None:
+        """Under manual optimisation Lightning leaves the scheduler to the module."""
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        if not self.automatic_optimization and self.scheduler_interval == "epoch":
+            self._step_scheduler()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -153,17 +146,19 @@ class LitClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", prog_bar=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory([p for p in self.net.parameters() if p.requires_grad])
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """The optimizer over the trainable parameters, with its scheduler in Lightning's dict form if any."""
+        optimizer = self.optimizer_factory([p for p in self.net.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["initial_params"] = self.initial_params
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.initial_params = checkpoint["initial_params"]
-
-
-# Read by `inspect.signature` instead of working it out anew, each time Lightning checks which arguments
-# training_step takes (every step; see the class docstring). A subclass that overrides training_step
-# gets its signature worked out as usual.
-LitClassifier.training_step.__signature__ = inspect.signature(LitClassifier.training_step)

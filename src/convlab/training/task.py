@@ -32,14 +32,17 @@ from convlab.training.checkpoints import AtomicCheckpointIO, checkpoint_epoch, l
 from convlab.training.cpu_load import warn_if_oversubscribed
 from convlab.training.distributed import refuse_script_relaunch_in_multirun
 from convlab.training.errors import ConfigError, RunInterrupted
-from convlab.training.probes import conv_drift, frozen_unchanged
+from convlab.training.probes import conv_drift, conv_layers, frozen_unchanged
 from convlab.training.run_record import COMPLETED, FAILED, INTERRUPTED, results, write_results
 from convlab.training.seeding import derived_seed
 from convlab.training.signals import SignalWatch, interrupted_message
+from convlab.training.step_estimate import log_first_step_estimate
 from convlab.training.threads import available_cores, set_threads
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# A resumed run writes its checkpoints into its own new folder, by design (convlab.training.run_dir).
+warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
 # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
@@ -76,6 +79,9 @@ def measure(model, fit_metrics: dict, test: dict) -> dict:
         "test_loss": test["test/loss"],
         "best_val_acc": model.best_val_acc.item(),
         "redrawn_conv_test_acc": test["test/redrawn_conv_acc"],
+        "redrawn_conv_test_acc_per_layer": {
+            slot: test[f"test/redrawn_conv_acc/{slot}"] for slot in conv_layers(model.net)
+        },
         "conv_drift": conv_drift(model.net, model.initial_params),
         "frozen_unchanged": frozen_unchanged(model.net, model.initial_params),
         "epochs": int(trained) if trained is not None else model.current_epoch,
@@ -110,6 +116,8 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict | None, statu
     if metrics is not None:
         final = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         final.update({f"final/conv_drift_{layer}": v for layer, v in metrics["conv_drift"].items()})
+        redrawn = metrics["redrawn_conv_test_acc_per_layer"].items()
+        final.update({f"final/redrawn_conv_test_acc_{layer}": v for layer, v in redrawn})
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             # The HParams tab pairs settings with metrics written by this same call.
@@ -228,6 +236,8 @@ def train_and_test(cfg: DictConfig, record: Run, watch: SignalWatch) -> float:
     threads = set_threads(cfg.get("threads"), processes=trainer.num_devices)
     if cfg.trainer.get("accelerator") == "cpu" and trainer.is_global_zero:
         warn_if_oversubscribed(threads, trainer.num_devices, available_cores())
+    # The layer's pre-flight check, and a projected step and epoch time before a slow layer's long first step.
+    log_first_step_estimate(model, datamodule, trainer, record.conv)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = dict(trainer.callback_metrics)  # testing starts a fresh set
     test = trainer.test(model, datamodule=datamodule)[0]
