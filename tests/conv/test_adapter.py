@@ -243,3 +243,26 @@ def test_forward_only_pair_says_so_on_backward(user_dir: Path) -> None:
     out = layer(torch.randn(1, 1, 4, 4))
     with pytest.raises(RuntimeError, match="forward-only layer: fwd.py:my_conv has no backward function"):
         out.sum().backward()
+
+
+# --- pickling: ddp_spawn's workers and torch.save of a whole model rebuild the adapter class ----------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "learner_conv.py:VanillaConv2d",
+        "numpy_conv.py:NumpyConv",
+        "assignment_layers.py:conv_forward_naive",
+        "assignment_layers.py:conv_forward_naive,conv_backward_wrong",
+    ],
+)
+def test_adapted_layers_pickle(user_dir: Path, spec: str) -> None:
+    import pickle
+
+    layer = resolve_conv(spec)(1, 2, 3)
+    copy = pickle.loads(pickle.dumps(layer))
+    assert type(copy) is type(layer) and type(copy).label == spec
+    assert torch.equal(copy.weight, layer.weight)
+    recipe_files = [item for item in type(layer).recipe[0] if isinstance(item, str)]
+    assert all(Path(item.rpartition(":")[0]).is_absolute() for item in recipe_files)  # found from any cwd

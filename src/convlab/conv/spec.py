@@ -19,6 +19,7 @@ neighbours. Loading the same unchanged file again returns the same module, hence
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import importlib
 import importlib.util
@@ -51,7 +52,44 @@ FORMS = (
 
 _loaded: dict[tuple[Path, int], ModuleType] = {}
 _file_of_module: dict[str, str] = {}  # module name given to a loaded file -> the path as the user spelled it
+_path_of_module: dict[str, str] = {}  # ... -> its absolute path, for another process to load it again
 _adapters: dict[tuple, type[nn.Module]] = {}
+
+
+class _AdapterClass(type):
+    """The metaclass of adapter classes, so that pickle can rebuild them (see `_reduce_adapter_class`)."""
+
+
+def _portable(obj: Any) -> Any:
+    """A user object as another process can find it: 'absolute/path.py:name' for a file convlab loaded
+    (its module name exists only here), else the object itself (pickled by reference)."""
+    if obj is None:
+        return None
+    module = getattr(obj, "__module__", "")
+    if module in _path_of_module:
+        return f"{_path_of_module[module]}:{obj.__qualname__}"
+    return obj
+
+
+def _unportable(item: Any) -> Any:
+    if isinstance(item, str):
+        path, _, name = item.rpartition(":")
+        return getattr(load_file(path), name)
+    return item
+
+
+def _rebuild_adapter(objects: tuple, weight: str | None, bias: str | None, label: str) -> type[nn.Module]:
+    found = tuple(o for o in (_unportable(item) for item in objects) if o is not None)
+    return _resolve(found[0] if len(found) == 1 else found, weight, bias, label)
+
+
+def _reduce_adapter_class(cls: type) -> tuple:
+    """Pickle an adapter class as the recipe that resolves it again: what ddp_spawn's workers and
+    torch.save of a whole model need, since the class itself is made at run time."""
+    return _rebuild_adapter, cls.recipe
+
+
+copyreg.pickle(_AdapterClass, _reduce_adapter_class)
 
 
 def _registry() -> dict[str, type[nn.Module]]:
@@ -104,6 +142,7 @@ def load_file(spelled: str) -> ModuleType:
         sys.path.remove(str(path.parent))
     _loaded[key] = module
     _file_of_module[name] = spelled
+    _path_of_module[name] = str(path)
     return module
 
 
@@ -206,7 +245,14 @@ def _adapter(base: type, key: tuple, label: str, **attributes: Any) -> type[nn.M
     cache_key = (base, key, label, attributes.get("weight_name"), attributes.get("bias_name"))
     if cache_key not in _adapters:
         name = getattr(key[0], "__name__", "Layer")
-        cls = type(f"Adapted{name}", (base,), {"label": label, "__module__": __name__, **attributes})
+        recipe = (
+            tuple(_portable(o) for o in key),
+            attributes.get("weight_name"),
+            attributes.get("bias_name"),
+            label,
+        )
+        namespace = {"label": label, "recipe": recipe, "__module__": __name__, **attributes}
+        cls = _AdapterClass(f"Adapted{name}", (base,), namespace)
         cls.__qualname__ = cls.__name__
         if base is not FunctionAdapter:
             cls.weight_name, cls.bias_name = probe_names(cls)
@@ -224,8 +270,15 @@ def resolve_conv(spec: Any, *, weight: str | None = None, bias: str | None = Non
     subclass); otherwise an adapter class (`convlab.conv.adapter`), the same class each time.
     Raises SpecError when the spec cannot be resolved.
     """
+    return _resolve(spec, weight, bias)
+
+
+def _resolve(spec: Any, weight: str | None, bias: str | None, label: str | None = None) -> type[nn.Module]:
+    """resolve_conv; `label` overrides the label (a rebuilt adapter keeps the one it was first given)."""
     text = spec if isinstance(spec, str) else None
-    obj, label = _parse(spec) if text is not None else (spec, None)
+    obj, parsed_label = _parse(spec) if text is not None else (spec, None)
+    text = label or text
+    label = label or parsed_label
     if isinstance(obj, nn.Module) or not (isinstance(obj, tuple) or inspect.isroutine(obj)):
         obj = obj if isinstance(obj, type) else type(obj)  # an instance stands for its class
     if isinstance(obj, type) and issubclass(obj, (nn.Conv2d, Conv2dBase, Conv2dFace)):
