@@ -251,23 +251,23 @@ class FastKernels(ConvKernels):
         # reshape, not view: a weight may be stored in any layout (expanded, channels-last).
         filters = weight.reshape(g.groups, c_out // g.groups, p.k)  # (G, C_out/G, K)
         out = x.new_empty(n, g.groups, c_out // g.groups, p.pixels)
-        parts, record = p.chunks(n), None
+        parts, record, compiling = p.chunks(n), None, torch.compiler.is_compiling()
         for part in parts:
             images = part.stop - part.start
             record, columns = self._columns(x, p, images)
             cols, taps = p.layouts(columns, images)
             im2col_into(x[part], p, taps)
-            if p.per_image:
-                torch.matmul(filters, cols, out=out[part])
-                if bias is not None:
-                    out[part] += bias.view(1, g.groups, -1, 1)
+            if p.per_image:  # one batched product, straight into the output in NCHW order
+                y = torch.matmul(filters, cols) if compiling else torch.matmul(filters, cols, out=out[part])
             else:
-                # (G, C_out/G, images * pixels) -> (images, G, C_out/G, pixels), NCHW order, + bias.
+                # (G, C_out/G, images * pixels) -> (images, G, C_out/G, pixels), NCHW order.
                 y = matmul(filters, cols).unflatten(2, (images, p.pixels)).permute(2, 0, 1, 3)
-                if bias is None:
-                    out[part] = y
-                else:
-                    torch.add(y, bias.view(1, g.groups, -1, 1), out=out[part])
+            if compiling:  # out= has no autograd, and torch.export traces this forward with grad on
+                out[part] = y if bias is None else y + bias.view(1, g.groups, -1, 1)
+            elif bias is not None:
+                torch.add(y, bias.view(1, g.groups, -1, 1), out=out[part])
+            elif not p.per_image:
+                out[part] = y
         # One chunk leaves all of x's columns in the buffer, for the weight gradient of this same x.
         # Under inference mode there is no backward.
         if len(parts) == 1 and record is not None and not torch.is_inference_mode_enabled():
