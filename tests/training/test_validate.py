@@ -73,3 +73,11 @@ def test_train_py_answers_a_bad_value_with_one_line_and_status_2():
         result.stderr.strip()
         == "error: data.batch_size=0: must be an integer >= 1 (images per training step)"
     )
+
+
+def test_a_users_layer_with_a_wrong_parameter_name_is_one_line(tmp_path: Path):
+    spec = f"{REPO / 'tests' / 'user_layers' / 'learner_conv.py'}:VanillaConv2d"
+    validate(compose_train([f"conv.name={spec}", "conv.weight=filter_weights"], tmp_path))
+    with pytest.raises(ConfigError) as error:
+        validate(compose_train([f"conv.name={spec}", "conv.weight=nope"], tmp_path))
+    assert str(error.value).startswith(f"conv.name={spec}: ") and "nope" in str(error.value)

@@ -122,12 +122,14 @@ def check_resume(ckpt_path: str | None) -> None:
         require_loadable(Path(ckpt_path))
 
 
-def check_conv(spec: Any) -> None:
-    """Resolve the layer spec (imports torch and the user's file): one line when it cannot be used."""
+def check_conv(conv: DictConfig) -> None:
+    """Resolve the layer spec `conv.name` (with `conv.weight` / `conv.bias`, the names of the user's
+    parameters, when given); imports torch and the user's file. One line when it cannot be used."""
     from convlab.conv import SpecError, resolve_conv
 
+    spec = conv.get("name")
     try:
-        resolve_conv(spec)
+        resolve_conv(spec, weight=conv.get("weight"), bias=conv.get("bias"))
     except SpecError as error:
         raise ConfigError(f"conv.name={spec}: {error}") from None
 
@@ -136,7 +138,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda cfg: check_data(cfg.data),
     check_training,
     lambda cfg: check_resume(cfg.get("ckpt_path")),
-    lambda cfg: check_conv(cfg.conv.name),  # last: the only check that imports torch
+    lambda cfg: check_conv(cfg.conv),  # last: the only check that imports torch
 )
 
 
