@@ -165,7 +165,8 @@ def machine() -> str:
 def torch_version(folder: Path) -> str:
     """torch's version in the environment the commands ran in."""
     done = subprocess.run(
-        ["python", "-c", "import torch; print(torch.__version__)"],
+        # The installed distribution's version: as torch.__version__ says, without importing torch.
+        ["python", "-c", "from importlib.metadata import version; print(version('torch'))"],
         cwd=folder,
         env=environment(folder),
         capture_output=True,
