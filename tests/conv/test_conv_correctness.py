@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -13,7 +12,6 @@ from torch import nn
 from convlab.conv import CONV_LAYERS
 from convlab.verify.cases import GRADCHECK_GRID, GRID, ConvCase
 from convlab.verify.checks import check_case, gradcheck_case
-from convlab.verify.tolerance import compare
 
 DTYPES = [torch.float64, torch.float32]
 
@@ -42,32 +40,7 @@ def test_vertical_edge_known_vector(conv_cls: type[nn.Module]) -> None:
     assert torch.equal(layer(image).detach(), expected)
 
 
-def _mixed_second_derivatives(conv, x: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
-    """d/dW sum(dL/dx) and d/dx sum(dL/dW) for L = sum(conv(x)^2): differentiate the backward itself."""
-    grad_x, grad_w = torch.autograd.grad(conv(x).pow(2).sum(), (x, weight), create_graph=True)
-    d_grad_x_dw = torch.autograd.grad(grad_x.sum(), weight, retain_graph=True)[0]
-    return [d_grad_x_dw, torch.autograd.grad(grad_w.sum(), x)[0]]
-
-
-# What autograd says when a backward is marked once-differentiable or is invisible to it.
-REFUSALS = ("once_differentiable", "appears to not have been used in the graph")
-
-
-def test_second_derivatives_are_right_or_refused(
-    conv_cls: type[nn.Module],
-) -> None:
-    """A backward written outside autograd must refuse double backward, not return wrong numbers."""
-    layer = conv_cls(2, 2, 3, padding=1, dtype=torch.float64)
-    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
-    weight, bias = layer.weight, layer.bias
-    expected = _mixed_second_derivatives(lambda x: F.conv2d(x, weight, bias, padding=1), x, weight)
-    try:
-        actual = _mixed_second_derivatives(layer, x, weight)
-    except RuntimeError as error:
-        assert any(refusal in str(error) for refusal in REFUSALS), error
-        return
-    for mine, reference in zip(actual, expected, strict=True):
-        assert compare(mine, reference, reduction=32).passed
+# Second derivatives, forward-mode AD and torch.func: tests/conv/test_autograd_parity.py.
 
 
 @st.composite

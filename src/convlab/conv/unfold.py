@@ -9,14 +9,13 @@ one flattened input patch. Copy all patches into the columns of a matrix
 
 `Tensor.unfold` gives every patch as a view of x, without copying; the one copy
 happens when the view is reshaped into the column matrix. (`F.unfold` does the
-same job in a single call, but its copy loop is 3-10 times slower than this
-strided copy on a CPU.)
+same job in a single call, with a slower copy loop on a CPU.)
 
 Cost: the column matrix holds kH * kW copies of every input value (memory and
-bandwidth), then one batched GEMM on MKL. Autograd records the views, reshape
-and matmul and differentiates them: correct, 1.2 to 2.6 times slower than
-`nn.Conv2d` at the reference shapes (README, "Speed"); `fast` shows what closing
-the gap takes.
+bandwidth), then one batched GEMM. Autograd records the views, reshape and
+matmul, keeps the column matrix for the backward and differentiates them:
+correct to any order (forward-mode AD, torch.func, compile and export included),
+a small factor slower than `nn.Conv2d`; `fast` shows what closing the gap takes.
 """
 
 from __future__ import annotations
@@ -26,8 +25,16 @@ from torch import Tensor
 from convlab.conv.base import Conv2dBase
 
 
-def im2col(x: Tensor, kernel_size, stride, dilation, groups: int) -> Tensor:
-    """x (N, C_in, H_pad, W_pad) -> columns (N, groups, C_in/groups * kH * kW, H_out * W_out)."""
+def im2col(
+    x: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Tensor:
+    """x (N, C_in, H_pad, W_pad) -> columns (N, groups, C_in/groups * kH * kW, H_out * W_out), a new tensor.
+
+    (`convlab.conv.fast.im2col_into` fills a caller's buffer instead.)"""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     # (N, C, H_out, W_out, span_h, span_w): the receptive field of every output pixel, a view of x.
     patches = x.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)

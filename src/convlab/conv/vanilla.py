@@ -7,9 +7,8 @@ products and sums correctly: the sliding window needs no special treatment.
 
 Cost: one small autograd graph per output pixel. About N * C_out * H_out * W_out
 Python iterations, each a slice, a multiply and a sum, recorded again for the
-backward pass: about 0.1 s per MNIST image for the reference network's two
-layers (forward and backward, `python -m convlab.bench`), hours per epoch, three
-to four orders of magnitude slower than `nn.Conv2d`.
+backward pass: thousands of times slower than `nn.Conv2d`, hours per MNIST epoch
+(`python -m convlab.bench` measures it; docs/speed.md has its figures).
 On a GPU every one of those tiny operations is a kernel launch: it runs, slower than
 on the CPU, and warns once that it does.
 
@@ -19,8 +18,13 @@ each pixel it runs for, so each is done as far out as it can go: the filter
 `weight[f]` once per filter, the band of input rows once per output row, the
 bias once per output map. Each output row is built with `torch.stack`, with no
 per-pixel in-place writes into a preallocated tensor (which autograd records as
-a chain of copies). `convlab.bench.original_loops` keeps the first version,
-which is 3-6 times slower (README, "Speed").
+a chain of copies). `convlab.bench.original_loops` keeps the first version, as
+a baseline for the bench.
+
+Because autograd sees every operation, everything autograd offers works here
+unchanged: gradients of any order, forward-mode AD, torch.func's transforms,
+complex numbers, `torch.compile` and `torch.export` (which unroll the loops, so
+only for tiny inputs).
 """
 
 from __future__ import annotations
