@@ -106,3 +106,10 @@ class LastCheckpointEpochs(L.Callback):
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         epoch = torch.load(last, weights_only=False)["epoch"] if last.is_file() else None
         type(self).seen.append(epoch)
+
+
+class FailAtFirstBatch(L.Callback):
+    """Raises RuntimeError("deliberate failure") at the first training batch: a run that fails."""
+
+    def on_train_batch_start(self, *args) -> None:
+        raise RuntimeError("deliberate failure")

@@ -38,6 +38,7 @@ from convlab.training.seeding import derived_seed
 from convlab.training.signals import SignalWatch, interrupted_message
 from convlab.training.step_estimate import log_first_step_estimate
 from convlab.training.threads import available_cores, set_threads
+from convlab.training.validate import validate
 
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -193,10 +194,12 @@ class Run:
 def run(cfg: DictConfig) -> float:
     """Train, test and measure one configuration; returns `metrics[cfg.optimized_metric]`.
 
-    Every ending writes results.json with its status: "completed" (with metrics), "interrupted"
+    The config is checked first (`convlab.training.validate`: ConfigError, nothing written). Every
+    ending after that writes results.json with its status: "completed" (with metrics), "interrupted"
     (SIGINT / SIGTERM: raises RunInterrupted, whose message is the resume command) or "failed"
     (the error is re-raised; a layer that cannot be built becomes one ConfigError line).
     """
+    validate(cfg)  # train.py checked already, before importing this module; a caller in Python has not
     print_lightning_logs_once()
     keep_freed_memory()  # steady step times from run to run (convlab.training.allocator)
     record = Run(cfg)
