@@ -44,7 +44,7 @@ def run_grid(args: argparse.Namespace, console: Console) -> int:
     """The default mode: the grid, capability table, diagnoses and cost for every chosen layer."""
     dtypes = [DTYPES[name] for name in args.dtype or DTYPES]
     judged_at = DTYPES[args.tolerance_dtype] if args.tolerance_dtype else None
-    per_layer = planned_checks(args.quick, dtypes, args.compile)
+    per_layer = planned_checks(args.quick, dtypes, args.compile, args.cost)
     checks = []
     progress = Progress(
         TextColumn("{task.description}"),

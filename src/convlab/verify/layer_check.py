@@ -158,7 +158,9 @@ def check_layer(
     return check
 
 
-def planned_checks(quick: bool, dtypes: list[torch.dtype], compile: bool | None = None) -> int:
+def planned_checks(
+    quick: bool, dtypes: list[torch.dtype], compile: bool | None = None, cost: bool = True
+) -> int:
     """How many times `check_layer` calls on_check with these options (a progress bar's total)."""
     from convlab.verify.autograd_checks import CHECKS
     from convlab.verify.capability import FEATURES
@@ -167,4 +169,4 @@ def planned_checks(quick: bool, dtypes: list[torch.dtype], compile: bool | None 
     compile = (not quick) if compile is None else compile
     n_gradchecks = len(gradchecks) if torch.float64 in dtypes else 0
     n_capability = sum(len(c) for c in FEATURES.values()) * len(dtypes)
-    return len(cases) * len(dtypes) + n_gradchecks + n_capability + len(CHECKS) - (not compile) + 2
+    return len(cases) * len(dtypes) + n_gradchecks + n_capability + len(CHECKS) - (not compile) + 1 + cost
