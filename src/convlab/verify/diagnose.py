@@ -73,6 +73,7 @@ def output_device(layer_cls: type[nn.Module]) -> Diagnosis:
     if issubclass(layer_cls, (NumpyAdapter, FunctionAdapter)):
         return Diagnosis("output device", "NumPy computes on the host: other devices' tensors are copied")
     device = "cuda" if torch.cuda.is_available() else "meta"
+    where = device if device == "cuda" else "meta-device (standing in for a GPU)"
     if device == "meta" and not issubclass(layer_cls, ModuleAdapter):
         return Diagnosis("output device", "not checked (no GPU here)")
     try:
@@ -81,11 +82,11 @@ def output_device(layer_cls: type[nn.Module]) -> Diagnosis:
         with torch.no_grad():
             out = layer(tensors["x"].to(device))
     except Exception as error:
-        finding = f"raised {type(error).__name__} for a {device} input: {first_line(error)}"
+        finding = f"raised {type(error).__name__} for a {where} input: {first_line(error)}"
     else:
         if out.device.type == device:
-            return Diagnosis("output device", f"the input's ({device})")
-        finding = f"output on {out.device.type} for a {device} input"
+            return Diagnosis("output device", f"the input's ({where})")
+        finding = f"output on {out.device.type} for a {where} input"
     return Diagnosis(
         "output device",
         finding,
