@@ -45,9 +45,9 @@ def train(overrides: list[str], out: Path) -> tuple[float, dict]:
 
 
 def event_dir(run_dir: Path) -> Path:
-    """The folder of the run's TensorBoard event file (a sub-folder named after the run)."""
-    (events,) = run_dir.rglob("events.out.tfevents*")
-    return events.parent
+    """The folder of the run's TensorBoard event files (a sub-folder named after the run)."""
+    (folder,) = {events.parent for events in run_dir.rglob("events.out.tfevents*")}
+    return folder
 
 
 def comparable(metrics: dict) -> dict:

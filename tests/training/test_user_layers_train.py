@@ -111,7 +111,7 @@ class Float32Always(nn.Conv2d):
     """Hands back float32 whatever its input, as a forward that builds `torch.zeros(shape)` does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).float()
+        return super().forward(x).float()
 
 
 def test_an_output_of_another_dtype_is_one_error_naming_the_slot_and_the_cause():
