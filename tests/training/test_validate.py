@@ -81,3 +81,20 @@ def test_a_users_layer_with_a_wrong_parameter_name_is_one_line(tmp_path: Path):
     with pytest.raises(ConfigError) as error:
         validate(compose_train([f"conv.name={spec}", "conv.weight=nope"], tmp_path))
     assert str(error.value).startswith(f"conv.name={spec}: ") and "nope" in str(error.value)
+
+
+def test_a_layer_error_wrapped_by_hydra_is_found_for_its_one_line():
+    from hydra.errors import InstantiationException
+
+    from convlab.conv import SpecError, UnsupportedFeature
+    from convlab.training.task import cause_of_type
+
+    try:
+        try:
+            raise UnsupportedFeature("dilation", "MyConv takes no dilation")
+        except UnsupportedFeature as inner:
+            raise InstantiationException("Error in call to target ...") from inner
+    except InstantiationException as wrapped:
+        found = cause_of_type(wrapped, (SpecError, UnsupportedFeature))
+    assert isinstance(found, UnsupportedFeature) and str(found) == "MyConv takes no dilation"
+    assert cause_of_type(ValueError("other"), (SpecError, UnsupportedFeature)) is None

@@ -40,6 +40,8 @@ from convlab.training.step_estimate import log_first_step_estimate
 from convlab.training.threads import available_cores, set_threads
 from convlab.training.validate import validate
 
+log = logging.getLogger(__name__)
+
 # In-memory tensors need no loader workers; Lightning's advice to add some does not apply.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # A resumed run writes its checkpoints into its own new folder, by design (convlab.training.run_dir).
@@ -173,8 +175,13 @@ class Run:
         path = self.output_dir / "results.json"
         if self.trainer.is_global_zero if self.trainer is not None else is_rank_zero():
             write_results(path, results(self.cfg, self.conv, status, self.overrides, metrics, error))
-            if self.trainer is not None:
+            if self.trainer is not None and status == COMPLETED:
                 log_hparams(self.trainer, self.cfg, metrics, status)
+            elif self.trainer is not None:
+                try:  # marks the TensorBoard run; must not hide the error that ended the run
+                    log_hparams(self.trainer, self.cfg, metrics, status)
+                except Exception as logging_error:  # noqa: BLE001
+                    log.warning("could not mark the run %s in its loggers: %s", status, logging_error)
         return path
 
     def interrupted(self, signum: int) -> RunInterrupted:
@@ -212,12 +219,19 @@ def run(cfg: DictConfig) -> float:
         if watch.signum is None:
             raise
         raise record.interrupted(watch.signum) from None
-    except (SpecError, UnsupportedFeature) as error:
-        record.failed(error)
-        raise ConfigError(f"conv.name={cfg.conv.name}: {error}") from None
     except Exception as error:
         record.failed(error)
+        layer_error = cause_of_type(error, (SpecError, UnsupportedFeature))
+        if layer_error is not None:  # Hydra's instantiate wraps it; the layer's own message is the story
+            raise ConfigError(f"conv.name={cfg.conv.name}: {layer_error}") from None
         raise
+
+
+def cause_of_type(error: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """`error` or the first exception in its `__cause__` chain that is one of `types`, else None."""
+    while error is not None and not isinstance(error, types):
+        error = error.__cause__
+    return error
 
 
 def train_and_test(cfg: DictConfig, record: Run, watch: SignalWatch) -> float:
