@@ -191,7 +191,7 @@ class Run:
         epoch = checkpoint_epoch(last) if checkpoint is not None else None
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         message = interrupted_message(signum, self.overrides, checkpoint, epoch, multirun)
-        self.write(INTERRUPTED, error=message.splitlines()[0])
+        self.write(INTERRUPTED, error=message.splitlines()[0].removesuffix(" Resume with:"))
         return RunInterrupted(message, signum)
 
     def failed(self, error: BaseException) -> None:
