@@ -1,7 +1,8 @@
 """Verdict rules and hints on hand-made observations, one set per known defect or valid variant.
 
-Each set mirrors what a sweep of the matching layer in tests/learn/broken_layers.py gives (accuracies as
-fractions, three seeds): the verdict's outcome, its leading reason and the hint are checked exactly.
+Each defect's set holds what a sweep of the matching layer in tests/learn/broken_layers.py gave
+(experiment=does_it_learn at data.train_subset=2000, trainer.max_epochs=2, seeds 0-2; accuracies as
+fractions): the verdict's outcome, its leading reason and the hint are checked exactly.
 """
 
 from convlab.learn.evidence import Points
@@ -13,6 +14,7 @@ MOVED = {"conv1": (0.80, 0.81, 0.82), "conv2": (0.40, 0.41, 0.42)}
 STILL = {"conv1": (0.0, 0.0, 0.0), "conv2": (0.0, 0.0, 0.0)}
 USED = {"conv1": (0.60, 0.62, 0.64), "conv2": (0.50, 0.52, 0.54)}  # accuracy lost when re-drawn
 BUDGET = {"data.train_subset": 2000, "trainer.max_epochs": 2, "seeds": 3}
+SWEPT_BASELINE = (0.684, 0.73, 0.792)  # frozen_conv of that sweep: nn.Conv2d's init in every layer
 
 
 def observe(accuracies=LEARNS, drift=MOVED, drops=USED, loss=None, name="layer (mnist)") -> Observations:
@@ -49,39 +51,50 @@ def test_flipped_kernel_true_convolution_is_a_learner():
 
 def test_zero_weight_gradient_does_not_learn():
     # The biases still train, so full training may beat frozen_conv a little; the drift gives it away.
-    accuracies = {"none": (0.90, 0.91, 0.89), "frozen_conv": BASELINE, "frozen_fc": (0.08, 0.10, 0.09)}
-    verdict = judge(observe(accuracies, drift=STILL))
+    accuracies = {
+        "none": (0.729, 0.752, 0.819),
+        "frozen_conv": SWEPT_BASELINE,
+        "frozen_fc": (0.089, 0.101, 0.15),
+    }
+    verdict = judge(observe(accuracies, drift=STILL, drops={None: (0.604, 0.623, 0.641)}))
     assert verdict.outcome is Outcome.DOES_NOT_LEARN
+    assert verdict.reason == (
+        "conv1: weights did not move (drift 0.000, needs > 0.001) (and 2 more finding(s) below)"
+    )
     assert (
-        verdict.reason
-        == "conv1: weights did not move (drift 0.000, needs > 0.001) (and 2 more finding(s) below)"
+        "  - frozen_fc stays near chance: 11.3% (95% CI 3.3 to 19.4, n=3), below the 20% bar" in verdict.text
     )
     assert rules(verdict) == ["zero_weight_grad"]
     assert "gradient is zero or absent" in verdict.hints[0].text
 
 
 def test_sign_flipped_gradient_is_worse_than_frozen_conv_with_the_statistics():
-    accuracies = {
-        "none": (0.103, 0.100, 0.106),
-        "frozen_conv": (0.86, 0.85, 0.87),
-        "frozen_fc": (0.09, 0.10, 0.11),
-    }
-    verdict = judge(observe(accuracies))
+    # frozen_fc gave 10.0% in every seed: degenerate, so it does not count; the loss against frozen_conv does.
+    accuracies = {"none": (0.234, 0.1, 0.1), "frozen_conv": SWEPT_BASELINE, "frozen_fc": (0.1, 0.1, 0.1)}
+    verdict = judge(observe(accuracies, drift={"conv1": (0.60, 0.51, 0.56), "conv2": (0.79, 0.66, 0.77)}))
     assert verdict.outcome is Outcome.DOES_NOT_LEARN
-    assert verdict.reason.startswith(
-        "full training is worse than frozen_conv by 75.7 pp (95% CI -78.0 to -73.4, Welch p=1.5e-05, n=3+3): "
+    assert verdict.reason == (
+        "full training is worse than frozen_conv by 59.1 pp (95% CI -74.9 to -43.2, Welch p=0.00073, n=3+3): "
         "training the convs makes the network worse than leaving them at init"
+    )
+    assert (
+        "  - frozen_fc 10.0% in every seed: zero spread at chance, a degenerate interval tests nothing"
+        in (verdict.text)
     )
     assert rules(verdict) == ["gradient_sign"]
     assert "wrong sign" in verdict.hints[0].text
 
 
 def test_zero_input_gradient_starves_the_earlier_layer():
-    accuracies = {"none": (0.93, 0.94, 0.95), "frozen_conv": BASELINE, "frozen_fc": (0.30, 0.40, 0.35)}
-    drift = {"conv1": (0.0, 0.0, 0.0), "conv2": (0.5, 0.6, 0.55)}
+    accuracies = {
+        "none": (0.886, 0.882, 0.894),
+        "frozen_conv": SWEPT_BASELINE,
+        "frozen_fc": (0.414, 0.218, 0.429),
+    }
+    drift = {"conv1": (0.0, 0.0, 0.0), "conv2": (1.071, 0.874, 0.954)}
     verdict = judge(observe(accuracies, drift=drift))
     assert verdict.outcome is Outcome.DOES_NOT_LEARN
-    assert verdict.reason.startswith("conv1: weights did not move (drift 0.000, needs > 0.001)")
+    assert verdict.reason == "conv1: weights did not move (drift 0.000, needs > 0.001)"
     assert rules(verdict) == ["input_grad_zero"]
     assert verdict.hints[0].text.startswith(
         "conv1 does not move while conv2 does: the later conv passes no gradient"
@@ -89,7 +102,24 @@ def test_zero_input_gradient_starves_the_earlier_layer():
 
 
 def test_output_independent_of_weights_keeps_its_accuracy_when_redrawn():
-    # Weights move (even more than nn.Conv2d's) but the forward never reads them.
+    # Weights move (four times as far as nn.Conv2d's) but the forward never reads them.
+    accuracies = {
+        "none": (0.735, 0.746, 0.803),
+        "frozen_conv": SWEPT_BASELINE,
+        "frozen_fc": (0.08, 0.101, 0.154),
+    }
+    drift = {"conv1": (2.24, 2.24, 2.55), "conv2": (3.18, 3.29, 3.75)}
+    verdict = judge(observe(accuracies, drift=drift, drops={None: (-0.027, -0.005, 0.005)}))
+    assert verdict.outcome is Outcome.DOES_NOT_LEARN
+    assert verdict.reason == (
+        "the convs: re-drawing the weights keeps the accuracy (drop -0.9 pp, 95% CI -5.0 to 3.2, n=3, "
+        "under 5 pp): the network does not use what the convs learned"
+    )
+    assert rules(verdict) == ["output_ignores"]
+    assert verdict.hints[0].text.startswith("the conv weights move but re-drawing them changes nothing")
+
+
+def test_output_independent_of_weights_per_layer_when_each_layer_is_redrawn():
     accuracies = {"none": (0.86, 0.87, 0.88), "frozen_conv": BASELINE, "frozen_fc": (0.12, 0.18, 0.15)}
     drops = {"conv1": (0.01, -0.01, 0.0), "conv2": (0.0, 0.01, 0.02), None: (0.01, 0.0, 0.02)}
     verdict = judge(
@@ -105,16 +135,23 @@ def test_output_independent_of_weights_keeps_its_accuracy_when_redrawn():
 
 
 def test_exploding_init_is_inconclusive_not_the_conv():
-    # All-positive torch.rand init: nothing trains, not even the FC layers on frozen convs.
-    flat = (0.098, 0.098, 0.098)
-    accuracies = {"none": flat, "frozen_conv": flat, "frozen_fc": flat}
-    loss = {"frozen_conv": (3.1e4, 2.9e4, 3.0e4)}
-    verdict = judge(observe(accuracies, drift={"conv1": (1e-4,) * 3, "conv2": (2e-4,) * 3}, loss=loss))
+    # All-positive torch.rand init: nothing trains, not even the FC layers on frozen convs (10.0% exactly).
+    flat = (0.1, 0.1, 0.1)
+    accuracies = {"none": flat, "frozen_conv": flat, "frozen_fc": (0.113, 0.1, 0.106)}
+    loss = {"frozen_conv": (2.305, 2.304, 2.305), "frozen_fc": (110.8, 366.8, 175.0)}
+    drift = {"conv1": (0.048, 0.037, 0.041), "conv2": (0.027, 0.025, 0.022)}
+    verdict = judge(observe(accuracies, drift=drift, drops={None: (0.0, 0.0, 0.0)}, loss=loss))
     assert verdict.outcome is Outcome.INCONCLUSIVE
-    assert verdict.reason.startswith("the network does not train in this setting: frozen_conv stays at 9.8%")
-    assert verdict.reason.endswith("the init or the learning rate, before the conv can be judged")
+    assert verdict.reason == (
+        "the network does not train in this setting: frozen_conv stays at 10.0% (95% CI 10.0 to 10.0, n=3) "
+        "— the init or the learning rate, before the conv can be judged"
+    )
     assert rules(verdict)[0] == "init"
-    assert "its test loss is 3e+04 where an untrained network has ln 10 = 2.30" in verdict.hints[0].text
+    assert verdict.hints[0].text.endswith(
+        "its test loss stays at ln 10 = 2.30: the same output for every image (saturated)"
+    )
+    exploding = judge(observe(accuracies, drift=drift, loss={"frozen_conv": (3.1e4, 2.9e4, 3.0e4)}))
+    assert "its test loss is 3e+04 where an untrained network has ln 10 = 2.30" in exploding.hints[0].text
 
 
 def test_zero_spread_at_chance_is_degenerate():

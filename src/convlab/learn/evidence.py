@@ -70,8 +70,21 @@ def zero_spread(values: Sequence[float]) -> bool:
     return len(values) >= 2 and max(values) == min(values)
 
 
+def degenerate(values: Sequence[float]) -> bool:
+    """Zero spread at or below the bar: every seed gave the same chance-level accuracy."""
+    return zero_spread(values) and values[0] <= BAR
+
+
 def gain(full: Sequence[float], frozen_conv: Sequence[float]) -> Evidence:
     """Does training the convs pay? none minus frozen_conv, Welch interval and p-value."""
+    if degenerate(full) and degenerate(frozen_conv):
+        return Evidence(
+            "gain",
+            None,
+            Points.NOT_SHOWN,
+            f"no gain over frozen_conv shown: none {full[0]:.1%} and frozen_conv {frozen_conv[0]:.1%} in "
+            "every seed (zero spread, nothing to test)",
+        )
     diff = welch_difference(full, frozen_conv, CONFIDENCE)
     interval = None if diff.low is None else (diff.low, diff.high)
     p_text = "" if diff.p_value is None else f", Welch p={diff.p_value:.2g}"
@@ -102,6 +115,14 @@ def gain(full: Sequence[float], frozen_conv: Sequence[float]) -> Evidence:
 def frozen_fc(values: Sequence[float]) -> Evidence:
     """Do the convs learn on their own? frozen_fc's mean interval against the 20% bar."""
     mean = summarize(values).mean
+    if degenerate(values):
+        return Evidence(
+            "frozen_fc",
+            None,
+            Points.NOT_SHOWN,
+            f"frozen_fc {mean:.1%} in every seed: zero spread at chance, a degenerate interval tests nothing "
+            "(the network predicts one class?)",
+        )
     interval = mean_interval(values, CONFIDENCE)
     stats = f"{mean:.1%} ({pct_interval(interval)}, n={len(values)})"
     if interval is not None and interval[0] > BAR:
@@ -148,9 +169,9 @@ def drift(layer: str, values: Sequence[float]) -> Evidence:
 def redraw(layer: str | None, drops: Sequence[float]) -> Evidence:
     """Does the trained network use the layer's weights? Accuracy lost when they are re-drawn, per seed.
 
-    layer None: all conv layers re-drawn at once ("convs").
+    layer None: all conv layers re-drawn at once ("the convs").
     """
-    what = layer or "convs"
+    what = layer or "the convs"
     if not drops:
         return Evidence("redraw", layer, Points.ABSENT, f"{what}: re-drawn accuracy not recorded")
     mean = summarize(drops).mean

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from convlab.learn.evidence import LN10, Evidence, Points
 
+LOSS_NEAR_LN10 = 0.05  # a test loss this close to ln 10: the network gives every image the same output
+
 
 @dataclass(frozen=True)
 class Hint:
@@ -41,6 +43,8 @@ def _loss_text(test_loss: Mapping[str, Sequence[float]], probe: str) -> str:
     if not losses:
         return ""
     mean = sum(losses) / len(losses)
+    if math.isfinite(mean) and abs(mean - LN10) < LOSS_NEAR_LN10:
+        return f"; its test loss stays at ln 10 = {LN10:.2f}: the same output for every image (saturated)"
     shown = "non-finite" if not math.isfinite(mean) else f"{mean:.3g}"
     return f"; its test loss is {shown} where an untrained network has ln 10 = {LN10:.2f}"
 
@@ -96,13 +100,15 @@ def hints_for(
                 "the wrong sign (each update climbs the loss); compare it with F.conv2d's in convlab.verify",
             )
         )
-    for layer in moving:
+    # Per layer when the runs re-drew each layer alone, else all convs at once (layer None).
+    for layer in [*moving, None] if moving else []:
         redraw = _find(items, "redraw", layer)
         if redraw is not None and redraw.points is Points.AGAINST:
+            what = f"{layer}'s weights move" if layer else "the conv weights move"
             hints.append(
                 Hint(
                     "output_ignores",
-                    f"{layer}'s weights move but re-drawing them changes nothing: the output does not depend "
+                    f"{what} but re-drawing them changes nothing: the output does not depend "
                     "on the weight parameter (the forward reads a copy made at init, a buffer or .data?)",
                 )
             )

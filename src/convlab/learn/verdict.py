@@ -7,16 +7,16 @@ step that applies decides:
 2. inconclusive: the network does not train in this setting: the frozen_conv baseline (FC layers on
    random conv features) does not beat chance, or nn.Conv2d's full training in the same setting does
    not. The init or the learning rate is at fault before the conv can be judged.
-3. inconclusive: a probe's accuracies have zero spread at chance (every seed the same value): the
-   interval is degenerate and tests nothing.
-4. does not learn: any evidence points against learning: full training significantly worse than
+3. does not learn: any evidence points against learning: full training significantly worse than
    frozen_conv, frozen_fc's whole interval below the 20% bar, a conv layer whose weights do not move,
    a layer whose re-drawing keeps the accuracy.
-5. learns: full training beats frozen_conv, frozen_fc clears the bar, every conv layer moves.
+4. learns: full training beats frozen_conv, frozen_fc clears the bar, every conv layer moves.
+5. inconclusive: a probe's accuracies have zero spread at chance (every seed the same value): its
+   interval is degenerate and tests nothing (the evidence that uses it counts as not shown).
 6. inconclusive otherwise (an interval straddles its bar): when nn.Conv2d in the same setting is itself
    not shown to learn, the budget is too small; else more seeds or a larger budget would tell.
 
-Hints (`convlab.learn.hints`) name the likely cause of what steps 2 and 4 found.
+Hints (`convlab.learn.hints`) name the likely cause of what steps 2 and 3 found.
 """
 
 from __future__ import annotations
@@ -148,16 +148,6 @@ def judge(obs: Observations, reference: Verdict | None = None, is_reference: boo
             "the layer; " + budget_advice(obs.budget),
             budget_too_small=True,
         )
-    flat = [
-        p for p in REQUIRED_PROBES if ev.zero_spread(obs.accuracies[p]) and obs.accuracies[p][0] <= ev.BAR
-    ]
-    if flat:
-        listed = ", ".join(f"{p} {summarize(obs.accuracies[p]).mean:.1%}" for p in flat)
-        return verdict(
-            Outcome.INCONCLUSIVE,
-            f"zero spread at chance ({listed} in every seed): a degenerate interval tests nothing "
-            "(the network predicts one class?)",
-        )
     against = [item for item in items if item.points is Points.AGAINST]
     if against:
         # The most specific finding leads: a loss against the baseline or a layer that does not move
@@ -167,6 +157,15 @@ def judge(obs: Observations, reference: Verdict | None = None, is_reference: boo
     needed = [item for item in items if item.rule in ("gain", "frozen_fc", "drift")]
     if all(item.points is Points.SUPPORTS for item in needed):
         return verdict(Outcome.LEARNS, "gain over frozen_conv, frozen_fc above the bar, every conv moves")
+    # Nothing decided it, and a probe's seeds all gave one chance-level value: its interval is degenerate.
+    flat = [p for p in REQUIRED_PROBES if ev.degenerate(obs.accuracies[p])]
+    if flat:
+        listed = ", ".join(f"{p} {summarize(obs.accuracies[p]).mean:.1%}" for p in flat)
+        return verdict(
+            Outcome.INCONCLUSIVE,
+            f"zero spread at chance ({listed} in every seed): a degenerate interval tests nothing "
+            "(the network predicts one class?)",
+        )
     unshown = "; ".join(item.text for item in needed if item.points is not Points.SUPPORTS)
     if is_reference:
         return verdict(
