@@ -85,6 +85,7 @@ def write_filters_figure(runs: Mapping[str, Sequence[Path]], path: Path) -> Path
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(titles[c].format(layer=saved["layer"]), fontsize="small")
-        axes[r][0].set_ylabel(label, fontsize="small", rotation=0, ha="right", va="center")
+        # A file spec's folders take the width the pictures need: the file and class name the layer.
+        axes[r][0].set_ylabel(label.rsplit("/", 1)[-1], fontsize="small", rotation=0, ha="right", va="center")
     fig.savefig(path, dpi=110)
     return path

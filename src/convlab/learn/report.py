@@ -579,7 +579,9 @@ def write_figure(groups: Sequence[Group], verdicts: Sequence[Verdict], path: Pat
     labels = []
     for g, v in zip(groups, verdicts, strict=True):
         setting = f"\n{setting_label(g.setting, settings)[:40]}" if len(settings) > 1 else ""
-        labels.append(f"{g.conv}\n{g.data}{setting}\n{OUTCOME_LABELS[v.outcome]}")
+        # A file spec on two short lines (file, class): long labels would run into their neighbours.
+        name = g.conv.rsplit("/", 1)[-1].replace(":", ":\n")
+        labels.append(f"{name}\n{g.data}{setting}\n{OUTCOME_LABELS[v.outcome]}")
     ax.set_xticks(range(len(groups)), labels, fontsize="small")
     ax.set_ylim(0, 100)
     ax.set_ylabel("test accuracy (%)")
