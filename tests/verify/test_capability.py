@@ -97,6 +97,7 @@ def test_numpy_class_is_checked_forward_only(user_dir: Path) -> None:
     assert check.capability("stride").status == PASSES
     backward = check.capability("backward")
     assert backward.status == UNSUPPORTED and backward.detail.startswith("forward-only layer")
+    assert not check.problems  # no gradient "problem": it has none to give, and says so
     grid = [r for r in check.results if r.check != "gradcheck" and not r.unsupported]
     assert grid and all(r.check == "float64 (forward only)" and set(r.comparisons) == {"out"} for r in grid)
 

@@ -29,6 +29,7 @@ class Cost:
 
     seconds: dict[int, float]
     exponent: float
+    what: str = "forward+backward"  # "forward" for a forward-only layer
 
     @property
     def superlinear(self) -> bool:
@@ -39,7 +40,7 @@ class Cost:
         per_image = ", ".join(f"{1e3 * s / b:.3g} ms/image at batch {b}" for b, s in self.seconds.items())
         growth = f"time ~ batch^{self.exponent:.2f}"
         shape = f"1->4 channels, k3, {IMAGE[0]}x{IMAGE[1]}"
-        text = f"forward+backward, {shape}: {per_image}; {growth} at these sizes"
+        text = f"{self.what}, {shape}: {per_image}; {growth} at these sizes"
         if self.superlinear:
             text += (
                 " (superlinear: the usual cause is an in-place write per output element, "
@@ -59,24 +60,28 @@ def fit_exponent(seconds: dict[int, float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def _step_seconds(layer: nn.Module, batch: int, dtype: torch.dtype) -> float:
-    x = torch.randn(batch, SHAPE["in_channels"], *IMAGE, dtype=dtype, requires_grad=True)
+def _step_seconds(layer: nn.Module, batch: int, dtype: torch.dtype, backward: bool) -> float:
+    x = torch.randn(batch, SHAPE["in_channels"], *IMAGE, dtype=dtype, requires_grad=backward)
     start = time.perf_counter()
-    out = layer(x)
-    out.sum().backward()
+    with torch.set_grad_enabled(backward):
+        out = layer(x)
+        if backward:
+            out.sum().backward()
     return time.perf_counter() - start
 
 
-def measure(layer_cls: type[nn.Module], dtype: torch.dtype = torch.float32) -> Cost:
-    """Time one forward+backward per batch size of BATCHES (best of up to 3 while cheap)."""
+def measure(layer_cls: type[nn.Module], dtype: torch.dtype = torch.float32, backward: bool = True) -> Cost:
+    """Time one forward+backward (forward only if not `backward`) per batch size of BATCHES, best of up
+    to 3 while cheap."""
     layer = layer_cls(**SHAPE, dtype=dtype)
-    _step_seconds(layer, 1, dtype)  # first-call costs (allocation, lazy imports) out of the fit
+    _step_seconds(layer, 1, dtype, backward)  # first-call costs (allocation, lazy imports) out of the fit
     seconds: dict[int, float] = {}
     for batch in BATCHES:
-        times = [_step_seconds(layer, batch, dtype)]
+        times = [_step_seconds(layer, batch, dtype, backward)]
         while len(times) < 3 and sum(times) < 0.2:
-            times.append(_step_seconds(layer, batch, dtype))
+            times.append(_step_seconds(layer, batch, dtype, backward))
         seconds[batch] = min(times)
         if seconds[batch] > BUDGET_S:
             break
-    return Cost(seconds, fit_exponent(seconds) if len(seconds) > 1 else float("nan"))
+    exponent = fit_exponent(seconds) if len(seconds) > 1 else float("nan")
+    return Cost(seconds, exponent, "forward+backward" if backward else "forward")

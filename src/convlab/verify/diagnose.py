@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from convlab.conv.adapter import FunctionAdapter, ModuleAdapter, NumpyAdapter
 from convlab.verify.cases import conv_case, random_tensors
-from convlab.verify.checks import INPLACE_HINT, INPLACE_MESSAGE, CheckResult, first_line
+from convlab.verify.checks import INPLACE_HINT, INPLACE_MESSAGE, CheckResult, first_line, forward_only
 from convlab.verify.tolerance import compare, dtype_name
 
 CASE = conv_case((3, 2, 6, 6), 4, 3, padding=1)
@@ -98,6 +98,8 @@ def output_device(layer_cls: type[nn.Module]) -> Diagnosis:
 
 def gradients(layer_cls: type[nn.Module], dtype: torch.dtype) -> list[Diagnosis]:
     """For x, weight and bias: None, all zeros, or a gradient (its correctness is the checks' business)."""
+    if forward_only(layer_cls):
+        return [Diagnosis("gradients", "none: a forward-only layer (no backward to call)")]
     layer, tensors = _layer(layer_cls, dtype)
     x = tensors["x"].clone().requires_grad_()
     try:

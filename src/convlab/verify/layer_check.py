@@ -17,7 +17,7 @@ from convlab.conv import conv_label, resolve_conv
 from convlab.verify.autograd_checks import autograd_capabilities
 from convlab.verify.capability import FAILS, UNSUPPORTED, Capability, capability_table
 from convlab.verify.cases import GRADCHECK_GRID, GRID, QUICK_GRADCHECK_GRID, QUICK_GRID
-from convlab.verify.checks import CheckResult, check_case, gradcheck_case
+from convlab.verify.checks import CheckResult, check_case, forward_only, gradcheck_case
 from convlab.verify.cost import Cost, measure
 from convlab.verify.diagnose import Diagnosis, diagnose
 
@@ -151,7 +151,7 @@ def check_layer(
     if cost:
         on_check(f"{label} cost")
         try:
-            check.cost = measure(layer_cls)
+            check.cost = measure(layer_cls, backward=not forward_only(layer_cls))
         except Exception as error:  # a layer that cannot run the cost shape is reported by the checks
             check.diagnoses.append(Diagnosis("cost", f"not measured: {type(error).__name__}: {error}"))
     check.seconds = time.perf_counter() - start
