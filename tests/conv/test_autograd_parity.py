@@ -18,8 +18,7 @@ from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 from convlab.conv import CONV_LAYERS
 from convlab.conv.numpy import numpy_conv2d, numpy_conv2d_input_grad, numpy_conv2d_weight_grad
 
-NATIVE = pytest.mark.xfail(reason="native engineer: native's autograd is being rebuilt", strict=False)
-LAYERS = [pytest.param(name, marks=NATIVE) if name == "native" else name for name in CONV_LAYERS]
+LAYERS = list(CONV_LAYERS)
 
 # (id, constructor keywords, input shape); vanilla (Python loops) gets the first only.
 STRIDED = {"in_channels": 2, "out_channels": 2, "kernel_size": 2, "stride": 2, "padding": 1}
