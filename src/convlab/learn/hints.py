@@ -101,7 +101,8 @@ def hints_for(
             )
         )
     # Per layer when the runs re-drew each layer alone, else all convs at once (layer None).
-    for layer in [*moving, None] if moving else []:
+    trains = base is None or base.points is not Points.AGAINST  # at chance, nothing is used anyway
+    for layer in [*moving, None] if moving and trains else []:
         redraw = _find(items, "redraw", layer)
         if redraw is not None and redraw.points is Points.AGAINST:
             what = f"{layer}'s weights move" if layer else "the conv weights move"
@@ -118,8 +119,7 @@ def hints_for(
             Hint(
                 "budget",
                 "nn.Conv2d is not shown to learn at this budget, so no layer can be: raise "
-                + (knobs or "data.train_subset, trainer.max_epochs")
-                + " or add seeds",
+                + (knobs or "data.train_subset, trainer.max_epochs or the number of seeds"),
             )
         )
     return hints

@@ -505,7 +505,7 @@ def run_warnings(loaded: Loaded, groups: Sequence[Group]) -> list[str]:
         versions = {r.code_version for r in g.runs}
         if len(versions) > 1:
             lines.append(
-                f"- {g.conv} ({g.data}): runs from {len(versions)} code versions "
+                f"- {g.label(settings)}: runs from {len(versions)} code versions "
                 f"({', '.join(sorted(str(v) for v in versions))})"
             )
         changed = [r for r in g.runs if r.metrics.get("frozen_unchanged") is False]
