@@ -233,3 +233,18 @@ def test_a_busy_machine_is_said_and_projections_inside_the_noise_are_refused(tmp
     unfold = result["projection"]["per_impl"]["unfold"]
     assert unfold["refused"] and "wider than the difference" in unfold["refused"]
     assert "| `unfold` | – | – | – |" in markdown
+
+
+def test_a_slow_users_layer_stays_on_few_images_even_when_nn_conv2d_is_slowed_down(monkeypatch):
+    """On a busy machine nn.Conv2d's spinning threads can make the ratio small: seconds per image decide."""
+    from convlab.bench import contenders
+
+    staged = {"user": 2.5, "torch": 0.09}  # the learner's layer and a busy machine's nn.Conv2d, per image
+    monkeypatch.setattr(
+        contenders,
+        "per_image_seconds",
+        lambda cls, case, device, calls: staged["torch" if cls is torch.nn.Conv2d else "user"],
+    )
+    assert contenders.speed_probe(object, QUICK_CASES[0], torch.device("cpu")) == (True, None)
+    staged.update(user=0.009, torch=0.0001)  # 90x, and fast in seconds: large shapes on fewer images
+    assert contenders.speed_probe(object, QUICK_CASES[0], torch.device("cpu")) == (False, 8)

@@ -32,8 +32,12 @@ from convlab.conv import CONV_LAYERS, conv_label, resolve_conv
 BASELINE = "torch"
 # What is timed of each layer: a forward (graph recorded, as in training), and a forward and backward.
 PASSES = ("fwd", "fwd+bwd")
-# A user's layer this many times slower per image than nn.Conv2d is timed like the Python-loop layers.
+# A user's layer this many times slower per image than nn.Conv2d is timed like the Python-loop layers,
+# and so is one taking this many seconds per image whatever nn.Conv2d took: on a busy machine
+# nn.Conv2d's threads can spin against other processes for 1000x their time, and the ratio alone
+# would then send a Python-loop layer to the full batch, where it runs for hours.
 SLOW_RATIO = 200.0
+SLOW_SECONDS_PER_IMAGE = 0.05
 # ... and this many times slower, at the large shapes on LARGE_SHAPE_IMAGES images, like `numpy`.
 REDUCED_RATIO = 10.0
 LARGE_SHAPE_IMAGES = 8
@@ -113,10 +117,11 @@ def speed_probe(cls: type[nn.Module], case: BenchCase, device: torch.device) -> 
     message, where the bench times it.
     """
     try:
-        ratio = per_image_seconds(cls, case, device, calls=1) / per_image_seconds(nn.Conv2d, case, device, 5)
+        seconds = per_image_seconds(cls, case, device, calls=1)
+        ratio = seconds / per_image_seconds(nn.Conv2d, case, device, 5)
     except Exception:  # noqa: BLE001 - reported when the case is timed
         return True, None
-    if ratio >= SLOW_RATIO:
+    if ratio >= SLOW_RATIO or seconds >= SLOW_SECONDS_PER_IMAGE:
         return True, None
     return False, LARGE_SHAPE_IMAGES if ratio >= REDUCED_RATIO else None
 
