@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -578,7 +579,8 @@ def write_figure(groups: Sequence[Group], verdicts: Sequence[Verdict], path: Pat
     ax.axhline(100 * BAR, color="red", linestyle=":", linewidth=1.2, label=f"frozen_fc bar ({BAR:.0%})")
     labels = []
     for g, v in zip(groups, verdicts, strict=True):
-        setting = f"\n{setting_label(g.setting, settings)[:40]}" if len(settings) > 1 else ""
+        wrapped = "\n".join(textwrap.wrap(setting_label(g.setting, settings), 22))
+        setting = f"\n{wrapped}" if len(settings) > 1 else ""
         # A file spec on two short lines (file, class): long labels would run into their neighbours.
         name = g.conv.rsplit("/", 1)[-1].replace(":", ":\n")
         labels.append(f"{name}\n{g.data}{setting}\n{OUTCOME_LABELS[v.outcome]}")
