@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What a workspace takes from the project (the clone a user has): train.py copied, because it finds the
 # project's root (where outputs/ go) from its own path; the rest linked. Then the user's own files, copied.
 COPIED = ("train.py",)
-LINKED = ("configs", "Makefile", "pyproject.toml", "uv.lock", ".venv", "src", "scripts", "data")
+LINKED = ("configs", "Makefile", "pyproject.toml", "uv.lock", ".venv", "src", "scripts", "tests", "data")
 USER_FILES = {
     "my_conv.py": "tests/user_layers/learner_conv.py",
     "numpy_conv.py": "tests/user_layers/numpy_conv.py",
