@@ -57,6 +57,21 @@ def test_a_slow_layer_is_projected_and_a_fast_one_timed_at_its_batch(monkeypatch
     assert fast.images == 64 and set(calls) == {2, 64} and len(calls) == 10
 
 
+def test_a_fixed_per_call_cost_is_not_multiplied_by_the_batch(monkeypatch: pytest.MonkeyPatch):
+    # A busy machine: 1.5 s per call whatever the batch, plus 0.01 s an image. Projecting 2 images'
+    # 1.52 s linearly would claim 48.6 s for a 64-image step; the two sizes part the costs.
+    calls = []
+
+    def timed(net, images, device, dtype, label):
+        calls.append(images)
+        return 1.5 + 0.01 * images
+
+    monkeypatch.setattr(step_estimate, "time_forward_backward", timed)
+    estimate = first_step_estimate(ReferenceNet(nn.Conv2d), batch_size=64, steps_per_epoch=10)
+    assert set(calls) == {2, 4} and estimate.images == 4
+    assert estimate.step_s == pytest.approx(1.5 + 0.64) and estimate.epoch_s == pytest.approx(21.4)
+
+
 def test_the_estimate_leaves_weights_gradients_and_the_rng_alone():
     torch.manual_seed(0)
     net = ReferenceNet(nn.Conv2d)

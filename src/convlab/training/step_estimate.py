@@ -37,6 +37,9 @@ WARM_UP_S = 2.0
 # A whole batch projected to take less than this is timed at its full size instead of projected:
 # a fast layer's tiny batch is mostly fixed per-call cost, which a linear projection would multiply.
 MEASURE_FULL_BATCH_S = 3.0
+# A tiny batch faster than this is timed at twice its size too, to part the fixed per-call cost from
+# the cost per image (on a busy machine a fast layer's tiny batch can exceed MEASURE_FULL_BATCH_S's test).
+SPLIT_FIXED_COST_BELOW_S = 2.0
 
 
 class LayerCheckError(RunError, RuntimeError):
@@ -45,16 +48,18 @@ class LayerCheckError(RunError, RuntimeError):
 
 @dataclass(frozen=True)
 class StepEstimate:
-    """seconds: forward + backward of `images` images; projected linearly to `batch_size` and an epoch."""
+    """seconds: forward + backward of `images` images, of which `fixed_s` does not grow with the batch;
+    the rest is projected linearly to `batch_size`, and the step to an epoch."""
 
     images: int
     seconds: float
     batch_size: int
     steps_per_epoch: int | None
+    fixed_s: float = 0.0
 
     @property
     def step_s(self) -> float:
-        return self.seconds * self.batch_size / self.images
+        return self.fixed_s + (self.seconds - self.fixed_s) * self.batch_size / self.images
 
     @property
     def epoch_s(self) -> float | None:
@@ -153,7 +158,16 @@ def first_step_estimate(
     seconds = fastest(timed(images), WARM_UP_S)
     if images < batch_size and seconds * batch_size / images < MEASURE_FULL_BATCH_S:
         images, seconds = batch_size, fastest(timed(batch_size), MEASURE_FULL_BATCH_S)
-    return StepEstimate(images, seconds, batch_size, steps_per_epoch)
+    fixed = 0.0
+    if images < batch_size and seconds < SPLIT_FIXED_COST_BELOW_S:
+        # t(n) = fixed + n * per_image from two sizes; noise that makes the larger one no slower leaves
+        # only the larger size, projected linearly (an upper bound on a fixed cost it cannot see).
+        double = min(2 * images, batch_size)
+        seconds_double = fastest(timed(double), WARM_UP_S)
+        per_image = (seconds_double - seconds) / (double - images)
+        fixed = max(0.0, seconds - per_image * images) if per_image > 0 else 0.0
+        images, seconds = double, seconds_double
+    return StepEstimate(images, seconds, batch_size, steps_per_epoch, fixed_s=min(fixed, seconds))
 
 
 def steps_per_epoch(datamodule: L.LightningDataModule, trainer: L.Trainer) -> int | None:
