@@ -13,13 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import yaml
 from harness import REPO, compose_train
+from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from convlab.training.checkpoint_files import require_loadable
 from convlab.training.errors import ConfigError
-from convlab.training.signals import resume_command
+from convlab.training.signals import SignalWatch, resume_command
 from convlab.training.task import run
 
 WALL_CLOCK = {"epoch_time_s", "images_per_s"}
@@ -119,3 +122,36 @@ def test_max_epochs_0_is_refused_before_training(fake_data: list[str], tmp_path:
     with pytest.raises(ConfigError, match=r"^trainer.max_epochs=0: must be an integer >= 1"):
         run(compose_train([*fake_data, "trainer.max_epochs=0"], tmp_path))
     assert not (tmp_path / "results.json").exists()
+
+
+class SignalsItselfMidStep(L.Callback):
+    """Sends this process SIGTERM inside the first training step, then works for up to 60 s (a slow layer)."""
+
+    def __init__(self) -> None:
+        self.step_finished = False
+
+    def on_train_batch_start(self, *args) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(600):
+            time.sleep(0.1)
+        self.step_finished = True
+
+
+def test_sigterm_stops_the_step_under_way_not_at_the_next_batch(tmp_path: Path):
+    watch, slow = SignalWatch(), SignalsItselfMidStep()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[watch, slow],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SIGTERMException):
+        trainer.fit(BoringModel())
+    assert not slow.step_finished and watch.signum == signal.SIGTERM and trainer.received_sigterm
+    assert signal.getsignal(signal.SIGTERM) == previous  # Lightning put the handlers back

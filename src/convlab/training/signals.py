@@ -2,7 +2,10 @@
 
 Lightning already stops gracefully: on SIGINT it ends fit or test with `sys.exit(1)`, on SIGTERM it
 raises `SIGTERMException` (a `SystemExit`, status 0) at the next batch boundary; both call the
-callbacks' `on_exception` first. `SignalWatch` records which signal it was, so the task can mark
+callbacks' `on_exception` first. A batch boundary can be minutes away with a loop-per-pixel layer, so
+`SignalWatch` raises that same exception at once instead (after Lightning's own handler has run, which
+also passes the signal on to DDP workers): Python runs the handler between two bytecodes of the layer.
+`SignalWatch` records which signal it was, so the task can mark
 results.json "interrupted", print the resume command, and exit with 128 + the signal's number
 (130 / 143) instead of Lightning's 1 or 0, which a scheduler would count as a failure or a success.
 
@@ -15,11 +18,14 @@ from __future__ import annotations
 
 import shlex
 import signal
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class SignalWatch(Callback):
@@ -28,12 +34,29 @@ class SignalWatch(Callback):
     def __init__(self) -> None:
         self.signum: int | None = None
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Make SIGTERM stop the step under way rather than wait for the batch boundary."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_IGN, None):
+            return
+
+        def stop_now(signum: int, frame: FrameType | None) -> None:
+            if callable(previous):
+                previous(signum, frame)  # Lightning's: marks trainer.received_sigterm, tells the workers
+            self.signum = signal.SIGTERM
+            raise SIGTERMException
+
+        # Lightning restores the handlers it found when fit ends (its signal connector's teardown).
+        signal.signal(signal.SIGTERM, stop_now)
+
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self.signum = signal.SIGINT
-        elif trainer.received_sigterm:
+        elif trainer.received_sigterm or isinstance(exception, SIGTERMException):
             self.signum = signal.SIGTERM
 
 
