@@ -8,7 +8,7 @@ output rows of a large image) are built, multiplied and dropped while they sit i
 cache, by a kernel of about 500 lines of C (`kernels.c`, which explains each choice), shared out
 over PyTorch's own threads. Zero padding too is added there, image by image, rather than by a
 padded copy of the batch. At the reference network's shapes that makes it faster than
-`nn.Conv2d` forward + backward (README, "Speed").
+`nn.Conv2d` forward + backward (docs/speed.md).
 
 The kernels are registered as PyTorch operators (`op.py`: `torch.library.custom_op` with
 `register_fake`, `register_autograd`, `register_vmap`). That is what lets `torch.compile(fullgraph=True)`
