@@ -42,9 +42,8 @@ def test_short_sweep_report_tells_a_learning_conv_from_a_broken_one(tmp_path: Pa
     command = [
         sys.executable,
         "train.py",
-        "-m",
-        "experiment=does_it_learn",
-        "hydra.sweeper.params.conv=torch",
+        "experiment=does_it_learn",  # a multirun by itself
+        "conv.name=torch",
     ]
     command += [*data, *SHORT, f"hydra.sweep.dir={tmp_path / 'sweep' / 'torch'}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
