@@ -7,12 +7,11 @@ import time
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy
-from torchvision.utils import make_grid
 
+from convlab.training.filter_images import image_grid
 from convlab.training.probes import conv_drift, conv_layers, conv_weight, redrawn_conv_copy
 
 
@@ -79,18 +78,13 @@ class ConvMonitor(L.Callback):
         for name, drift in conv_drift(pl_module.net, pl_module.initial_params).items():
             # Equal in every DDP process (the weights move in lockstep); sync_dist only says so.
             pl_module.log(f"conv_drift/{name}", drift, on_step=False, on_epoch=True, sync_dist=True)
-        grid = self.filter_grid(conv_weight(conv_layers(pl_module.net)[self.filter_layer]))
+        weight = conv_weight(conv_layers(pl_module.net)[self.filter_layer]).detach()
+        # One row per filter across its input channels; conv1 (one input channel) fits on one row.
+        per_row = weight.shape[1] if weight.shape[1] > 1 else weight.shape[0]
+        grid = image_grid(weight.flatten(0, 1), per_row, self.filter_zoom)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"filters/{self.filter_layer}", grid, trainer.current_epoch)
-
-    def filter_grid(self, weight: torch.Tensor) -> torch.Tensor:
-        """weight (C_out, C_in, kH, kW) -> image (3, H, W), one min-max scaled tile per (filter, channel)."""
-        tiles = weight.detach().cpu().flatten(0, 1).unsqueeze(1)  # (C_out * C_in, 1, kH, kW)
-        tiles = F.interpolate(tiles, scale_factor=self.filter_zoom, mode="nearest")
-        # One row per filter across its input channels; conv1 (one input channel) fits on one row.
-        per_row = weight.shape[1] if weight.shape[1] > 1 else weight.shape[0]
-        return make_grid(tiles, nrow=per_row, normalize=True, pad_value=1)
 
 
 class RedrawnConvAccuracy(L.Callback):
