@@ -141,7 +141,8 @@ def test_called_from_inside_a_parallel_region(parallel_caller: ctypes.CDLL, case
     grad_out = torch.randn(shape.n, shape.c_out, shape.h_out, shape.w_out, dtype=torch.float64)
     lib, threads = native_build.library(torch.float64), 2
     scratch = torch.full((lib.native_workspace(shape, threads),), float("nan"), dtype=torch.float64)
-    grad_x, grad_w = torch.zeros_like(x) if not p else torch.empty_like(x), torch.empty_like(weight)
+    # NaN: the kernel writes every number of both gradients, padded input or not.
+    grad_x, grad_w = torch.full_like(x, float("nan")), torch.full_like(weight, float("nan"))
     function = ctypes.cast(lib.native_backward, ctypes.c_void_p)
     parallel_caller.call_in_parallel_region.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int]
     parallel_caller.call_in_parallel_region(

@@ -49,13 +49,14 @@ class NativeConv2d(FastConv2d):
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """x (N, C_in, H, W), without its zero padding where the kernels run, weight (C_out, C_in/groups,
         kH, kW), bias (C_out,) or None -> (N, C_out, H_out, W_out)."""
-        tensors = {"input": x, "weight": weight} | ({} if bias is None else {"bias": bias})
-        if len({t.device for t in tensors.values()}) > 1:
+        device = x.device
+        if weight.device != device or (bias is not None and bias.device != device):
+            tensors = {"input": x, "weight": weight} | ({} if bias is None else {"bias": bias})
             raise RuntimeError(
                 "Expected all tensors to be on the same device, but got "
                 + ", ".join(f"{name} on {t.device}" for name, t in tensors.items())
             )
-        if any(t.is_complex() for t in tensors.values()):
+        if x.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
             raise TypeError(
                 f"{type(self).__name__} (native) computes in real numbers only; complex input or weight "
                 "is not supported (its gradients would need conjugates). Use nn.Conv2d for complex numbers."

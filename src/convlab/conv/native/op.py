@@ -28,13 +28,19 @@ transforms (grad, vjp, jacrev, jvp, per-sample gradients) require; under `torch.
 (the compiler does not trace an autograd.Function with a custom jvp).
 
 Every tensor is checked before the C kernel sees it: device (CPU), dtype (float32/float64, all
-alike), sizes (consistent, and small enough for the kernel's indexing); then made contiguous.
+alike), sizes (consistent, and small enough for the kernel's indexing); then made contiguous. The
+checks' verdict and the kernel's sizes are remembered per distinct call (`plan`), and an eager call
+with ordinary CPU tensors goes from the autograd.Function straight to the operator's implementation:
+the dispatcher's round trip through the custom op's layers and the checks are a fixed cost per call that
+small layers (the reference network's) feel.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -167,21 +173,86 @@ def empty_case(shape: Shape) -> bool:
     return min(shape.n, shape.c_in, shape.c_out) == 0
 
 
-def _threads_and_workspace(shape: Shape, like: Tensor):
-    """The loaded library, the threads to ask for, and a workspace of the size it asks for them."""
-    lib = library(like.dtype)
-    threads = lib.native_threads(torch.get_num_threads(), shape.n)
-    numbers = lib.native_workspace(shape, threads)
-    if not 0 <= numbers <= MAX_NUMBERS:
-        raise RuntimeError(
-            f"native_conv2d: this convolution needs more workspace than the C kernel indexes ({shape})"
-        )
-    return lib, threads, workspace(numbers, like)
+class _Plan(NamedTuple):
+    """What the kernel needs besides the tensors: its sizes, the threads to ask for, its workspace size."""
+
+    shape: Shape
+    threads: int
+    numbers: int
+
+
+_PLANS: dict[tuple, _Plan] = {}
+# Distinct calls remembered; past this many (sizes varying from call to call) the memory starts afresh.
+PLANS_KEPT = 256
+
+
+def plan(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> _Plan:
+    """check_tensors(run=True)'s Shape with the threads and workspace the kernel takes for it.
+
+    Remembered per distinct call: the key holds everything the checks and sizes depend on (sizes, dtypes
+    and devices of the tensors, the settings, torch's thread count), so a remembered plan is what
+    checking anew would give, at the cost of one dictionary look-up. A call that fails a check is
+    never remembered, and raises every time. Concrete tensors only (fake ones may have symbolic sizes).
+    """
+    key = (
+        x.shape, x.dtype, x.device, weight.shape, weight.dtype, weight.device,
+        None if bias is None else (bias.shape, bias.dtype, bias.device),
+        tuple(stride), tuple(padding), tuple(dilation), groups, torch.get_num_threads(),
+    )  # fmt: skip
+    found = _PLANS.get(key)
+    if found is not None:
+        return found
+    shape = check_tensors(x, weight, bias, stride, padding, dilation, groups, run=True)
+    threads = numbers = 0
+    if not empty_case(shape):
+        lib = library(x.dtype)
+        threads = lib.native_threads(key[-1], shape.n)
+        numbers = lib.native_workspace(shape, threads)
+        if not 0 <= numbers <= MAX_NUMBERS:
+            raise RuntimeError(
+                f"native_conv2d: this convolution needs more workspace than the C kernel indexes ({shape})"
+            )
+    if len(_PLANS) >= PLANS_KEPT:
+        _PLANS.clear()
+    found = _PLANS[key] = _Plan(shape, threads, numbers)
+    return found
 
 
 def pointer(t: Tensor | None) -> int | None:
     """The address of a contiguous tensor's first element, None for None (NULL in C)."""
     return None if t is None else t.data_ptr()
+
+
+def run_forward(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    """native_conv2d's implementation: every tensor checked (`plan`), then the C kernel."""
+    shape, threads, numbers = plan(x, weight, bias, stride, padding, dilation, groups)
+    if empty_case(shape):
+        out = x.new_zeros(shape.n, shape.c_out, shape.h_out, shape.w_out)
+        return out if bias is None else out + bias.view(-1, 1, 1)
+    x, weight = x.contiguous(), weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    out = x.new_empty(shape.n, shape.c_out, shape.h_out, shape.w_out)
+    scratch = workspace(numbers, x)
+    library(x.dtype).native_forward(
+        shape, pointer(x), pointer(weight), pointer(bias), pointer(out), pointer(scratch), threads
+    )
+    return out
 
 
 @torch.library.custom_op("convlab::native_conv2d", mutates_args=())
@@ -195,18 +266,7 @@ def native_conv2d(
     groups: int,
 ) -> Tensor:
     """conv2d(x zero-padded by `padding`, weight) + bias by the C kernel; shapes in the module docstring."""
-    shape = check_tensors(x, weight, bias, stride, padding, dilation, groups, run=True)
-    if empty_case(shape):
-        out = x.new_zeros(shape.n, shape.c_out, shape.h_out, shape.w_out)
-        return out if bias is None else out + bias.view(-1, 1, 1)
-    x, weight = x.contiguous(), weight.contiguous()
-    bias = None if bias is None else bias.contiguous()
-    lib, threads, scratch = _threads_and_workspace(shape, x)
-    out = x.new_empty(shape.n, shape.c_out, shape.h_out, shape.w_out)
-    lib.native_forward(
-        shape, pointer(x), pointer(weight), pointer(bias), pointer(out), pointer(scratch), threads
-    )
-    return out
+    return run_forward(x, weight, bias, stride, padding, dilation, groups)
 
 
 @native_conv2d.register_fake
@@ -224,6 +284,37 @@ def _check_grad_out(grad_out: Tensor, x: Tensor, shape: Shape) -> None:
         )
 
 
+def run_backward(
+    grad_out: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    """native_conv2d_backward's implementation: every tensor checked, then the C kernel."""
+    shape, threads, numbers = plan(x, weight, None, stride, padding, dilation, groups)
+    _check_grad_out(grad_out, x, shape)
+    if not (need_x or need_w):
+        return x.new_empty(0), weight.new_empty(0)
+    if empty_case(shape):
+        return (torch.zeros_like(x) if need_x else x.new_empty(0)), (
+            torch.zeros_like(weight) if need_w else weight.new_empty(0)
+        )
+    x, weight, grad_out = x.contiguous(), weight.contiguous(), grad_out.contiguous()
+    # The kernel writes every number of both gradients.
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_w = torch.empty_like(weight) if need_w else None
+    library(x.dtype).native_backward(
+        shape, pointer(x), pointer(weight), pointer(grad_out), pointer(grad_x), pointer(grad_w),
+        pointer(workspace(numbers, x)), threads,
+    )  # fmt: skip
+    return (x.new_empty(0) if grad_x is None else grad_x), (weight.new_empty(0) if grad_w is None else grad_w)
+
+
 @torch.library.custom_op("convlab::native_conv2d_backward", mutates_args=())
 def native_conv2d_backward(
     grad_out: Tensor,
@@ -237,25 +328,7 @@ def native_conv2d_backward(
     need_w: bool,
 ) -> tuple[Tensor, Tensor]:
     """(grad_x, grad_w) of native_conv2d by the C kernel; an empty (0,) tensor for one not needed."""
-    shape = check_tensors(x, weight, None, stride, padding, dilation, groups, run=True)
-    _check_grad_out(grad_out, x, shape)
-    if not (need_x or need_w):
-        return x.new_empty(0), weight.new_empty(0)
-    if empty_case(shape):
-        return (torch.zeros_like(x) if need_x else x.new_empty(0)), (
-            torch.zeros_like(weight) if need_w else weight.new_empty(0)
-        )
-    x, weight, grad_out = x.contiguous(), weight.contiguous(), grad_out.contiguous()
-    lib, threads, scratch = _threads_and_workspace(shape, x)
-    # With padding the kernel writes every number of dx (from the padded copy's inside), else adds to it.
-    padded = (shape.h, shape.w) != (shape.h_in, shape.w_in)
-    grad_x = (torch.empty_like if padded else torch.zeros_like)(x) if need_x else None
-    grad_w = torch.empty_like(weight) if need_w else None
-    lib.native_backward(
-        shape, pointer(x), pointer(weight), pointer(grad_out), pointer(grad_x), pointer(grad_w),
-        pointer(scratch), threads,
-    )  # fmt: skip
-    return (x.new_empty(0) if grad_x is None else grad_x), (weight.new_empty(0) if grad_w is None else grad_w)
+    return run_backward(grad_out, x, weight, stride, padding, dilation, groups, need_x, need_w)
 
 
 @native_conv2d_backward.register_fake
@@ -401,13 +474,28 @@ def _backward_function(
     return _ConvBackward.apply(grad_out, x, weight, _Geometry(tuple(geometry)), need_x, need_w)
 
 
-class _Conv(torch.autograd.Function):
-    """native_conv2d with setup_context, a jvp and a generated vmap rule."""
+def _plain(*tensors: Tensor | None) -> bool:
+    """Whether these tensors may go to the kernel without the dispatcher: ordinary CPU tensors, not a
+    subclass (fake, functional, a user's), which only the operator's registrations know how to handle."""
+    return all(t is None or (type(t) in _PLAIN_TYPES and t.device.type == "cpu") for t in tensors)
 
-    generate_vmap_rule = True
+
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
+class _Conv(torch.autograd.Function):
+    """native_conv2d with setup_context, a jvp and a vmap rule.
+
+    The forward calls the operator's implementation directly: the dispatcher's round trip through the
+    custom op's layers costs more than the kernel at small shapes, and an eager call with ordinary
+    tensors gains nothing from it. The `vmap` rule (rather than a generated one) is what makes that
+    safe: under torch.func's transforms the forward only ever meets tensors unwrapped of every transform.
+    """
 
     @staticmethod
     def forward(x, weight, bias, geometry):
+        if _plain(x, weight, bias):
+            return run_forward(x, weight, bias, *geometry.args)
         return native_conv2d(x, weight, bias, *geometry.args)
 
     @staticmethod
@@ -437,6 +525,15 @@ class _Conv(torch.autograd.Function):
             return None
         return sum(terms[1:], terms[0]).expand(_output_shape(x, weight, ctx.geometry))
 
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, geometry):
+        """The operator's rule, through this Function again so that outer transforms see its autograd."""
+        x_dim, weight_dim, bias_dim = in_dims[:3]
+        if weight_dim is None and bias_dim is None:  # each element's images with the same kernel: one batch
+            out = _Conv.apply(_images(x, x_dim, info.batch_size), weight, bias, geometry)
+            return out.unflatten(0, (info.batch_size, -1)), 0
+        return _each(info, in_dims, _Conv.apply, (x, weight, bias, geometry))
+
 
 def _output_shape(x: Tensor, weight: Tensor, geometry) -> tuple[int, ...]:
     (sh, sw), (left, right, top, bottom), (dh, dw), _ = geometry
@@ -446,12 +543,12 @@ def _output_shape(x: Tensor, weight: Tensor, geometry) -> tuple[int, ...]:
 
 
 class _ConvBackward(torch.autograd.Function):
-    """native_conv2d_backward with setup_context, a jvp and a generated vmap rule."""
-
-    generate_vmap_rule = True
+    """native_conv2d_backward with setup_context, a jvp and a vmap rule; the forward as `_Conv`'s."""
 
     @staticmethod
     def forward(grad_out, x, weight, geometry, need_x, need_w):
+        if _plain(grad_out, x, weight):
+            return run_backward(grad_out, x, weight, *geometry.args, need_x, need_w)
         return native_conv2d_backward(grad_out, x, weight, *geometry.args, need_x, need_w)
 
     @staticmethod
@@ -487,6 +584,25 @@ class _ConvBackward(torch.autograd.Function):
         t_grad_x = _sum([dx(t_grad_out, weight), dx(grad_out, t_weight)], x) if need_x else x.new_empty(0)
         t_grad_w = _sum([dw(t_x, grad_out), dw(x, t_grad_out)], weight) if need_w else weight.new_empty(0)
         return t_grad_x, t_grad_w
+
+    @staticmethod
+    def vmap(info, in_dims, grad_out, x, weight, geometry, need_x, need_w):
+        """The operator's rule, through this Function again."""
+        args = (grad_out, x, weight, geometry, need_x, need_w)
+        if in_dims[2] is None and not need_w:  # dx image by image with the same kernel: one batch
+            batch = info.batch_size
+            grad_x, grad_w = _ConvBackward.apply(
+                _images(grad_out, in_dims[0], batch), _images(x, in_dims[1], batch), weight, *args[3:]
+            )
+            grad_x = grad_x.unflatten(0, (batch, -1)) if need_x else grad_x.expand(batch, 0)
+            return (grad_x, grad_w.expand(batch, 0)), (0, 0)
+        return _each(info, in_dims, _ConvBackward.apply, args)
+
+
+# autograd.Function.apply binds a forward's arguments with inspect.signature on every call (to fill in
+# defaults); a signature stored on the function, which inspect returns as it is, spares building it anew.
+for _function in (_Conv, _ConvBackward):
+    _function.forward.__signature__ = inspect.signature(_function.forward)
 
 
 def _sum(terms: list[Tensor | None], like: Tensor) -> Tensor:
