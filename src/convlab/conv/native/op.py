@@ -22,7 +22,7 @@ The backward is itself made of convolutions (dx = conv_transpose(dY, W), dW = co
 own gradient is written with these two operators again: gradients of any order, each a C call.
 
 `conv2d` is what the layer calls. Eagerly it goes through two `torch.autograd.Function`s
-(with `setup_context`, a `jvp` for forward-mode AD and a generated vmap rule), which torch.func's
+(with `setup_context`, a `jvp` for forward-mode AD and the operators' vmap rules), which torch.func's
 transforms (grad, vjp, jacrev, jvp, per-sample gradients) require; under `torch.compile` or
 `torch.export` it is the bare operator, whose autograd the compiler takes from the registration
 (the compiler does not trace an autograd.Function with a custom jvp).
