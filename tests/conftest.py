@@ -1,4 +1,4 @@
-"""Shared pytest set-up. Each section belongs to the engineer who wrote it; append yours below."""
+"""Shared pytest set-up: hypothesis profiles, the registered layers, Hydra's global state, fake MNIST."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from torch import nn
 
 from convlab.conv import CONV_LAYERS
 
-# --- conv implementations and verify (issue 2) ---
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n N` the workers share the cores: one torch thread each (and in the processes they
+    # start), or OpenMP threads spin against each other. A test that needs more sets them itself.
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+
+# --- conv implementations and verify ---
 
 # "ci", the default, replays the same examples on every run, with no deadline: the vanilla
 # layer is slow and timings on shared cores are noisy. HYPOTHESIS_PROFILE=dev draws new ones.

@@ -180,8 +180,12 @@ def test_no_avx512_is_refused_where_there_is_nothing_to_limit(monkeypatch: pytes
     assert "limits a CPU that has AVX-512" in capsys.readouterr().err
 
 
-def test_a_users_layer_is_timed_by_its_spec_with_what_it_cannot_do_said(tmp_path, capsys):
+def test_a_users_layer_is_timed_by_its_spec_with_what_it_cannot_do_said(tmp_path, capsys, monkeypatch):
     """The learner's layer (no groups, in-place writes) and a forward-only NumPy class, by file spec."""
+    # Timed at every shape whatever the machine's load: on a busy one its speed probe would call it
+    # slow, and slow layers are timed at the reference shapes only.
+    monkeypatch.setattr("convlab.bench.contenders.SLOW_RATIO", float("inf"))
+    monkeypatch.setattr("convlab.bench.contenders.SLOW_SECONDS_PER_IMAGE", float("inf"))
     result, markdown = run_bench(
         tmp_path, "--impl", LEARNER, "--impl", NUMPY_LAYER, "--no-network", "--growth-budget", "0.5"
     )

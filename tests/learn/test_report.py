@@ -16,7 +16,9 @@ NOT_LEARNING = {"none": BASELINE, "frozen_conv": BASELINE, "frozen_fc": (0.09, 0
 SETTING = {"data": "mnist", "train_subset": 1000, "epochs": 1, "batch_size": 16, "optimizer": "Adam"}
 
 
-def write_result(path: Path, conv: str, probe: str, seed: int, test_acc, setting=SETTING, **metrics) -> None:
+def write_result(
+    path: Path, conv: str, probe: str, seed: int, test_acc, setting=SETTING, machine=None, **metrics
+) -> None:
     """One results.json in the shape train.py writes (only the fields the report reads are filled)."""
     frozen_unchanged = None if probe == "none" else True
     result = {
@@ -38,6 +40,8 @@ def write_result(path: Path, conv: str, probe: str, seed: int, test_acc, setting
         }
         | metrics,
     }
+    if machine is not None:
+        result["machine"] = machine
     if setting is None:
         del result["setting"], result["status"], result["code_version"]
     path.mkdir(parents=True)
@@ -230,3 +234,17 @@ def test_gap_to_torch_pairs_runs_by_probe_and_seed(tmp_path: Path):
     # Epoch times: unfold 3.3 s against torch's 2.2 s on average, 1.5 times.
     assert rows[1].startswith("| unfold |") and rows[1].endswith("| 0.30 (9) | 3.30 ± 0.30 (3) | 1.50× |")
     assert rows[2].startswith("| torch |") and rows[2].endswith("| – | 2.20 ± 0.20 (3) | 1.00× |")
+
+
+def test_the_report_is_stamped_with_when_where_and_which_code_its_runs_record(tmp_path: Path):
+    machine = {"cpu": "Some CPU", "cores": 2, "python": "3.11.7", "torch": "2.15.0"}
+    for seed, written in enumerate(("2026-12-03T17:05:09+00:00", "2026-12-03T19:41:00+00:00")):
+        write_result(
+            tmp_path / f"a{seed}", "torch", "none", seed, 0.9, machine={**machine, "written": written}
+        )
+    write_result(tmp_path / "old", "torch", "none", 2, 0.9)  # written before runs recorded their machine
+    line = build_report(tmp_path).splitlines()[4]
+    assert line == (
+        "Runs written 2026-12-03 17:05 – 2026-12-03 19:41 UTC on Some CPU (2 cores); torch 2.15.0; "
+        "convlab 0.1.0 @ abc. (1 of 3 runs recorded no machine or time.)"
+    )

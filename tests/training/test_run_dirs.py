@@ -3,7 +3,6 @@ at the repository whatever the working directory, and named for people in Tensor
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -51,17 +50,6 @@ def test_two_runs_started_together_get_two_folders(tmp_path: Path):
     assert len(folders) == 2
     seeds = sorted(yaml.safe_load((f / ".hydra" / "overrides.yaml").read_text())[0] for f in folders)
     assert seeds == ["seed=1", "seed=2"]
-
-
-def test_a_sweep_keeps_its_jobs_in_one_folder(fake_data: list[str], tmp_path: Path):
-    command = [sys.executable, "train.py", "-m", "seed=1,2", *fake_data, "trainer.fast_dev_run=true"]
-    result = subprocess.run(
-        [*command, f"paths.log_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "multirun").glob("*/*")
-    seeds = [json.loads((sweep / job / "results.json").read_text())["seed"] for job in ("0", "1")]
-    assert seeds == [1, 2]
 
 
 def test_paths_are_rooted_at_the_repository_from_any_working_directory(tmp_path: Path):

@@ -113,6 +113,7 @@ def test_a_failed_run_is_marked_failed(fake_data: list[str], tmp_path: Path):
     assert (results["status"], results["metrics"]) == ("failed", None)
     assert results["error"] == "RuntimeError: deliberate failure"
     assert set(results["code_version"]) == {"convlab", "git_commit", "git_dirty"}
+    assert set(results["machine"]) == {"cpu", "cores", "python", "torch", "written"}
     assert results["setting"]["optimizer"] == "SGD" and results["setting"]["epochs"] == 1
     (hparams,) = tmp_path.rglob("hparams.yaml")
     assert yaml.safe_load(hparams.read_text())["status"] == "failed"

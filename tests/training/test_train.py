@@ -165,13 +165,15 @@ def test_lean_profiler_changes_no_result_and_lightnings_profilers_still_profile(
     assert "run_training_batch" in report and "SingleDeviceStrategy.training_step" in report
 
 
-def test_multirun_of_two_jobs(fake_data: list[str], tmp_path: Path):
+def test_multirun_of_two_jobs_keeps_them_in_one_sweep_folder(fake_data: list[str], tmp_path: Path):
     command = [sys.executable, "train.py", "-m", "conv=torch,unfold", *fake_data, "trainer.max_epochs=1"]
-    command += [f"hydra.sweep.dir={tmp_path}", f"paths.log_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [*command, f"paths.log_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").glob("*/*")  # one folder per sweep, a numbered one per job
     for job, conv in ((0, "torch"), (1, "unfold")):
-        results = json.loads((tmp_path / str(job) / "results.json").read_text())
+        results = json.loads((sweep / str(job) / "results.json").read_text())
         assert results["conv"] == conv and f"conv={conv}" in results["overrides"]
         assert set(results["metrics"]) == METRIC_KEYS
 

@@ -103,8 +103,10 @@ def test_allclose_trap_is_explained(capsys: pytest.CaptureFixture) -> None:
 def test_markdown_and_failures_only(capsys: pytest.CaptureFixture) -> None:
     assert main(["numpy", "--quick", "--markdown", "--failures-only", "--no-cost"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("| impl | verdict |")  # no failing rows: only the summary table
-    assert lines[2].startswith("| numpy | PASS |")
+    # A stamp first (when, where, which versions), then, no row failing, only the summary table.
+    assert lines[0].startswith("Made ") and " UTC on " in lines[0] and "torch " in lines[0]
+    assert lines[2].startswith("| impl | verdict |")
+    assert lines[4].startswith("| numpy | PASS |")
 
 
 def test_unknown_name_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:

@@ -60,20 +60,14 @@ from convlab.bench.timing import (
     synchronizer,
     time_call,
 )
-from convlab.bench.trust import NOISY_SPREAD, MachineCheck, available_cores, load_average, relative_spread
+from convlab.bench.trust import NOISY_SPREAD, MachineCheck, load_average, relative_spread
 from convlab.conv import SpecError, UnsupportedFeature, resolve_conv
 from convlab.conv.native.build import NO_AVX512_ENV, cpu_description, has_avx512
 from convlab.training.allocator import keep_freed_memory
+from convlab.training.run_record import code_version, cpu_name, describe_code
+from convlab.training.threads import available_cores
 
 DEFAULT_OUT = Path("outputs/bench/bench.json")
-
-
-def cpu_name() -> str:
-    """The CPU's model name, from `convlab.conv.native.build.cpu_description` (one /proc/cpuinfo reader)."""
-    for line in cpu_description().splitlines():
-        if line.startswith(("model name", "CPU part")):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def limit_to_avx2() -> None:
@@ -91,6 +85,7 @@ def machine_info(device: torch.device, allocator_pinned: bool, no_avx512: bool =
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "convlab": describe_code(code_version()),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     if device.type == "cuda":

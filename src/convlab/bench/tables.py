@@ -43,7 +43,8 @@ def machine_line(machine: dict) -> str:
     cores = f", {machine['cores']} cores available" if "cores" in machine else ""
     return (
         f"Machine: {device} ({machine['device']}{cores}), torch {machine['torch']}, "
-        f"{machine['threads']} threads, {machine['date']}."
+        f"{machine['threads']} threads, {machine['date']}"
+        + (f", {machine['convlab']}." if "convlab" in machine else ".")
         + (f" Float32 GEMM (64×576 @ 576×8192), GFLOP/s: {gemm}." if gemm else "")
         + allocator
     )

@@ -42,13 +42,6 @@ LOAD_AVERAGE_WINDOW_S = 60.0
 ADVICE = "`--threads 1 --clock cpu` (one thread on the process's CPU clock), or an idle machine"
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def load_average() -> float | None:
     """The 1-minute load average, or None where the OS keeps none (Windows)."""
     try:

@@ -82,6 +82,7 @@ class Run:
     setting: tuple[tuple[str, str], ...]  # sorted (key, value as JSON), hashable
     metrics: dict
     code_version: str | None
+    machine: dict | None = None  # results.json's "machine" (cpu, cores, torch, written); None: not recorded
 
 
 @dataclass
@@ -336,6 +337,7 @@ def load_runs(sweep_dir: Path) -> Loaded:
                 setting_of(result),
                 result["metrics"],
                 version_label(result.get("code_version")),
+                result["machine"] if isinstance(result.get("machine"), dict) else None,
             )
         )
     missing = sorted(
@@ -430,7 +432,7 @@ def epoch_ratio(group: Group, groups: Sequence[Group]) -> str:
     return f"{summarize(group.epoch_s()).mean / summarize(reference.epoch_s()).mean:.2f}×"
 
 
-def markdown_table(groups: Sequence[Group]) -> str:
+def results_table(groups: Sequence[Group]) -> str:
     settings = settings_of(groups)
     several = len(settings) > 1
     probes = probe_columns(groups)
@@ -592,6 +594,27 @@ def write_figure(groups: Sequence[Group], verdicts: Sequence[Verdict], path: Pat
     fig.savefig(path, dpi=120)
 
 
+def provenance(runs: Sequence[Run]) -> str:
+    """When, where and with which code the runs were made, from their results.json: the report's stamp."""
+    recorded = [r.machine for r in runs if r.machine]
+
+    def distinct(key: str) -> str:
+        return " / ".join(sorted({str(m[key]) for m in recorded if m.get(key) is not None}))
+
+    times = sorted(str(m["written"])[:16].replace("T", " ") for m in recorded if m.get("written"))
+    parts = [f"Runs written {times[0]} – {times[-1]} UTC" if times else "Machine and run times not recorded"]
+    if distinct("cpu"):
+        parts[0] += f" on {distinct('cpu')}" + (f" ({distinct('cores')} cores)" if distinct("cores") else "")
+    if distinct("torch"):
+        parts.append(f"torch {distinct('torch')}")
+    versions = sorted({r.code_version for r in runs if r.code_version})
+    parts.append(", ".join(versions) if versions else "code version not recorded")
+    line = "; ".join(parts) + "."
+    if 0 < len(recorded) < len(runs):
+        line += f" ({len(runs) - len(recorded)} of {len(runs)} runs recorded no machine or time.)"
+    return line
+
+
 def build_report(sweep_dir: Path) -> str:
     """Write report.md and report.png (and filters.png, when runs saved filters) into sweep_dir.
 
@@ -612,7 +635,8 @@ def build_report(sweep_dir: Path) -> str:
     count = f"{len(loaded.runs)} runs"
     if loaded.unusable:
         count += f" ({loaded.unusable} of {loaded.total} runs missing, failed or unreadable: see Warnings)"
-    parts = [f"# Does the conv learn? {sweep_dir}", count + ".", markdown_table(groups), "## Verdicts"]
+    parts = [f"# Does the conv learn? {sweep_dir}", count + ".", provenance(loaded.runs)]
+    parts += [results_table(groups), "## Verdicts"]
     parts.append("\n".join(v.text for v in verdicts))
     if warnings:
         parts += ["## Warnings", "\n".join(warnings)]

@@ -5,6 +5,7 @@ Keys (all runs):
     conv, probe, data, seed   the run's choices (conv: the layer's label, `convlab.conv.conv_label`).
     setting       the experimental setting runs must share to be compared (see `setting`).
     code_version  {"convlab": package version, "git_commit": HEAD or null, "git_dirty": bool or null}.
+    machine       {"cpu", "cores", "python", "torch", "written": UTC time the record was made}.
     overrides     the command-line overrides; config: the whole resolved config.
     metrics       `convlab.training.task.measure`'s dict, or null when the run did not complete.
     error         (failed / interrupted runs) one line saying what stopped it.
@@ -13,15 +14,20 @@ The file is written atomically (convlab.training.checkpoint_files), so a reader 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from convlab.conv.native.build import cpu_description
 from convlab.training.checkpoint_files import atomic_write
+from convlab.training.threads import available_cores
 
 COMPLETED, INTERRUPTED, FAILED = "completed", "interrupted", "failed"
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -80,6 +86,42 @@ def setting(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name, from `convlab.conv.native.build.cpu_description` (one /proc/cpuinfo reader)."""
+    for line in cpu_description().splitlines():
+        if line.startswith(("model name", "CPU part")):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """Where and when a result is made: CPU model, cores this process may use, Python, torch, UTC time."""
+    return {
+        "cpu": cpu_name(),
+        "cores": available_cores(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def describe_code(version: dict[str, Any]) -> str:
+    """`code_version()`'s dict in words: the short commit, and whether tracked files differed from it."""
+    commit = version.get("git_commit")
+    if not commit:
+        return f"convlab {version.get('convlab') or 'of unknown version'} (no git checkout)"
+    return f"convlab {commit[:7]}" + (" with uncommitted changes" if version.get("git_dirty") else "")
+
+
+def provenance_line() -> str:
+    """One line saying when and where a generated file was made, with which versions (its first line)."""
+    where = machine()
+    return (
+        f"Made {where['written'][:16].replace('T', ' ')} UTC on {where['cpu']} ({where['cores']} cores); "
+        f"Python {where['python']}, torch {where['torch']}, {describe_code(code_version())}."
+    )
+
+
 def results(
     cfg: DictConfig,
     conv: str,
@@ -97,6 +139,7 @@ def results(
         "seed": cfg.seed,
         "setting": setting(cfg),
         "code_version": code_version(),
+        "machine": machine(),
         "overrides": overrides,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "metrics": metrics,

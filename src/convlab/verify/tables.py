@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convlab.markdown import markdown_table
+from convlab.training.run_record import provenance_line
 from convlab.verify.capability import FAILS, PASSES
 from convlab.verify.checks import TENSORS, CheckResult
 from convlab.verify.layer_check import LayerCheck
@@ -144,7 +145,8 @@ def print_report(console: Console, checks: list[LayerCheck], failures_only: bool
     hints = hint_lines(checks)
     costs = [] if failures_only else cost_lines(checks)
     if markdown:
-        blocks = [markdown_table(CHECK_HEADER, rows)] if rows else []
+        blocks = [provenance_line()]
+        blocks += [markdown_table(CHECK_HEADER, rows)] if rows else []
         blocks += ["\n".join(f"- {note}" for note in notes)] if notes else []
         blocks += [markdown_table(cap_header, cap_rows)] if cap_rows else []
         blocks += ["\n".join(f"- {note}" for note in cap_notes)] if cap_notes else []
