@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from convlab.conv import resolve_conv
 from convlab.conv.unfold import UnfoldConv2d
-from convlab.verify.autograd_checks import double_backward, vmapped
+from convlab.verify.autograd_checks import compiled, double_backward, forward_ad, vmapped
 from convlab.verify.capability import FAILS, PASSES
 from convlab.verify.cases import conv_case
 from convlab.verify.checks import check_case
@@ -120,6 +121,17 @@ def test_double_backward_silently_lost_is_a_failure() -> None:
 
 def test_vmap_of_nn_conv2d_passes() -> None:
     assert vmapped(torch.nn.Conv2d, torch.float64).status == PASSES
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("check", [compiled, double_backward, forward_ad, vmapped])
+def test_nn_conv2d_passes_every_autograd_check_in_both_dtypes(check, dtype: torch.dtype) -> None:
+    """The control: a check that fails nn.Conv2d itself (a float64 reference that shared its input
+    tensor with the layer under test once made torch.compile's dx None) would blame every layer."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. reading .grad of a tensor that is no leaf
+        row = check(torch.nn.Conv2d, dtype)
+    assert row.status == PASSES, row.detail
 
 
 def test_growth_exponent_and_the_superlinear_explanation() -> None:

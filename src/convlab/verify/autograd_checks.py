@@ -13,6 +13,7 @@ F.conv2d's is not (a gradient penalty silently dropped).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,7 @@ from torch.func import functional_call, jvp, vmap
 
 from convlab.verify.capability import FAILS, PASSES, UNSUPPORTED, Capability
 from convlab.verify.cases import ConvCase, conv_case, random_tensors, reference_conv
-from convlab.verify.checks import first_line
+from convlab.verify.checks import first_line, float64_leaf
 from convlab.verify.tolerance import compare
 
 CASE = conv_case((2, 2, 5, 5), 3, 3, padding=1)
@@ -65,9 +66,9 @@ def double_backward(layer_cls: type[nn.Module], dtype: torch.dtype) -> Capabilit
         return {"d2x": dx, "d2W": dw}
 
     layer = _layer(layer_cls, CASE, tensors)
-    x = tensors["x"].clone().requires_grad_()
+    x = tensors["x"].detach().clone().requires_grad_()
     got = second_order(layer, x, layer.weight)
-    ref_x, ref_w, ref_b = (tensors[k].double().requires_grad_() for k in ("x", "weight", "bias"))
+    ref_x, ref_w, ref_b = (float64_leaf(tensors[k]) for k in ("x", "weight", "bias"))
     want = second_order(lambda x: reference_conv(CASE, x, ref_w, ref_b), ref_x, ref_w)
     return _judge("double backward", CASE, got, want)
 
@@ -84,7 +85,11 @@ def forward_ad(layer_cls: type[nn.Module], dtype: torch.dtype) -> Capability:
         return functional_call(layer, dict(zip(names, (weight, bias), strict=True)), (x,))
 
     keys = ("x", "weight", "bias")
-    _, tangent = jvp(run, tuple(tensors[k] for k in keys), tuple(tangents[k] for k in keys))
+    with warnings.catch_warnings():
+        # torch's first forward-mode call scripts its own jvp decompositions with the deprecated
+        # torch.jit.script: a warning about torch's internals that a user of this check cannot act on.
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+        _, tangent = jvp(run, tuple(tensors[k] for k in keys), tuple(tangents[k] for k in keys))
     x, w, b = (tensors[k].double() for k in keys)
     tx, tw, tb = (tangents[k].double() for k in keys)
     want = reference_conv(CASE, tx, w, None) + reference_conv(CASE, x, tw, tb)
@@ -106,14 +111,14 @@ def compiled(layer_cls: type[nn.Module], dtype: torch.dtype) -> Capability:
     """torch.compile(fullgraph=True), else with graph breaks: output and input gradient against F.conv2d."""
     tensors = random_tensors(COMPILE_CASE, dtype)
     w, b = tensors["weight"].double(), tensors["bias"].double()
-    x_ref = tensors["x"].double().requires_grad_()
+    x_ref = float64_leaf(tensors["x"])
     out_ref = reference_conv(COMPILE_CASE, x_ref, w, b)
     out_ref.backward(tensors["grad_out"].double())
     note = ""
     for fullgraph in (True, False):
         torch.compiler.reset()
         layer = _layer(layer_cls, COMPILE_CASE, tensors)
-        x = tensors["x"].clone().requires_grad_()
+        x = tensors["x"].detach().clone().requires_grad_()
         try:
             out = torch.compile(layer, backend="aot_eager", fullgraph=fullgraph)(x)
             out.backward(tensors["grad_out"].to(out.dtype))

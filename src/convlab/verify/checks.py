@@ -157,14 +157,15 @@ def forward_only(layer_cls: type[nn.Module]) -> bool:
     )
 
 
-def _float64_leaf(t: Tensor) -> Tensor:
+def float64_leaf(t: Tensor) -> Tensor:
+    """A float64 copy of `t` that is a leaf requiring grad (never `t` itself, even when `t` is float64)."""
     return t.detach().to(torch.float64, copy=True).requires_grad_()
 
 
 def _reference(case: ConvCase, tensors: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
     """The same forward + backward with F.conv2d, on float64 copies of the same values."""
-    x, weight = (_float64_leaf(tensors[k]) for k in ("x", "weight"))
-    bias = None if tensors["bias"] is None else _float64_leaf(tensors["bias"])
+    x, weight = (float64_leaf(tensors[k]) for k in ("x", "weight"))
+    bias = None if tensors["bias"] is None else float64_leaf(tensors["bias"])
     out = reference_conv(case, x, weight, bias)
     out.backward(tensors["grad_out"].double())
     return {"out": out.detach(), "dx": x.grad, "dW": weight.grad, "db": None if bias is None else bias.grad}
@@ -254,7 +255,7 @@ def gradcheck_case(
     # The parameters' own names in the module (an adapter keeps a user's under theirs, e.g. layer.kernel).
     path_of = {id(p): name for name, p in layer.named_parameters()}
     names = [path_of[id(getattr(layer, role))] for role in roles]
-    inputs = tuple(_float64_leaf(tensors[k]) for k in ["x", *roles])
+    inputs = tuple(float64_leaf(tensors[k]) for k in ["x", *roles])
 
     def layer_of(x: Tensor, *params: Tensor) -> Tensor:
         return functional_call(layer, dict(zip(names, params, strict=True)), (x,))
