@@ -32,12 +32,13 @@ alike), sizes (consistent, and small enough for the kernel's indexing); then mad
 checks' verdict and the kernel's sizes are remembered per distinct call (`plan`), and an eager call
 with ordinary CPU tensors goes from the autograd.Function straight to the operator's implementation:
 the dispatcher's round trip through the custom op's layers and the checks are a fixed cost per call that
-small layers (the reference network's) feel.
+small layers (the reference network's) feel. The price: a `TorchDispatchMode` over plain CPU tensors
+(e.g. `make_fx(tracing_mode="real")`) sees the aten ops of the Function's bookkeeping, not this
+operator; fake, functional and subclass tensors, compile and export go through the operator.
 """
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -597,12 +598,6 @@ class _ConvBackward(torch.autograd.Function):
             grad_x = grad_x.unflatten(0, (batch, -1)) if need_x else grad_x.expand(batch, 0)
             return (grad_x, grad_w.expand(batch, 0)), (0, 0)
         return _each(info, in_dims, _ConvBackward.apply, args)
-
-
-# autograd.Function.apply binds a forward's arguments with inspect.signature on every call (to fill in
-# defaults); a signature stored on the function, which inspect returns as it is, spares building it anew.
-for _function in (_Conv, _ConvBackward):
-    _function.forward.__signature__ = inspect.signature(_function.forward)
 
 
 def _sum(terms: list[Tensor | None], like: Tensor) -> Tensor:
