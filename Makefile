@@ -26,8 +26,12 @@ format: install  ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix $(LINT_PATHS)
 	$(RUN) ruff format $(LINT_PATHS)
 
-test: lint  ## set up, lint, run the whole test suite
-	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) pytest
+# Test processes in parallel, one per core (pytest-xdist; each gets one torch thread, tests/conftest.py);
+# PYTEST_WORKERS=0 runs them in this process, one after another.
+PYTEST_WORKERS ?= auto
+
+test: lint  ## set up, lint, run the whole test suite (PYTEST_WORKERS=0: in one process)
+	CONVLAB_DATA_MIRROR=$${CONVLAB_DATA_MIRROR:-$(TEST_MIRROR)} $(RUN) pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 verify: install  ## check conv implementations against F.conv2d (IMPL=name for one, ARGS=--markdown etc.)
 	$(RUN) python -m convlab.verify $(IMPL) $(ARGS)
