@@ -44,13 +44,18 @@ def git(*args: str) -> str | None:
 
 
 def code_version() -> dict[str, Any]:
-    """convlab's version and, run from a git checkout, the commit and whether tracked files differ from it."""
+    """convlab's version and, run from a git checkout, the commit and whether its code differs from it."""
     try:
         version = metadata.version("convlab")
     except metadata.PackageNotFoundError:
         version = None
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    # The code that runs: what the package, the configs and the entry point hold (docs and results aside).
+    status = (
+        git("status", "--porcelain", "--untracked-files=no", "--", "src", "configs", "train.py")
+        if commit
+        else None
+    )
     return {"convlab": version, "git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
