@@ -12,7 +12,7 @@ from harness import REPO, compose_train
 
 from convlab.training.errors import ConfigError
 from convlab.training.probes import PROBES
-from convlab.training.validate import PROBE_NAMES, validate
+from convlab.training.validate import PROBE_NAMES, check_conv, check_conv_file, validate
 
 BAD = {
     "data.batch_size=0": "data.batch_size=0: must be an integer >= 1 (images per training step)",
@@ -57,6 +57,16 @@ def test_each_bad_value_is_one_line_naming_it(override: str, tmp_path: Path):
 )  # fmt: skip
 def test_good_configs_pass(overrides: list[str], tmp_path: Path):
     validate(compose_train(overrides, tmp_path))
+
+
+@pytest.mark.parametrize("spec", ["my_cnv.py:VanillaConv2d", "/no/such/dir/layers.py:conv_forward_naive"])
+def test_a_missing_file_is_said_before_torch_as_the_resolver_says_it(spec: str, tmp_path: Path):
+    cfg = compose_train([f"conv.name={spec}"], tmp_path)
+    with pytest.raises(ConfigError) as early:
+        check_conv_file(cfg.conv)
+    with pytest.raises(ConfigError) as late:
+        check_conv(cfg.conv)
+    assert str(early.value) == str(late.value)
 
 
 def test_the_check_knows_every_probe():

@@ -122,6 +122,16 @@ def check_resume(ckpt_path: str | None) -> None:
         require_loadable(Path(ckpt_path))
 
 
+def check_conv_file(conv: DictConfig) -> None:
+    """A spec naming a .py file that is not there, said before torch loads (as `check_conv` would say it)."""
+    spec = str(conv.get("name") or "")
+    spelled = spec.rpartition(":")[0]
+    path = Path(spelled).expanduser()
+    if spelled.endswith(".py") and not path.is_file():
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise ConfigError(f"conv.name={spec}: {spelled}: no such file{where}")
+
+
 def check_conv(conv: DictConfig) -> None:
     """Resolve the layer spec `conv.name` (with `conv.weight` / `conv.bias`, the names of the user's
     parameters, when given); imports torch and the user's file. One line when it cannot be used."""
@@ -138,6 +148,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda cfg: check_data(cfg.data),
     check_training,
     lambda cfg: check_resume(cfg.get("ckpt_path")),
+    lambda cfg: check_conv_file(cfg.conv),
     lambda cfg: check_conv(cfg.conv),  # last: the only check that imports torch
 )
 
