@@ -241,7 +241,8 @@ def run_forward(
     dilation: Sequence[int],
     groups: int,
 ) -> Tensor:
-    """native_conv2d's implementation: every tensor checked (`plan`), then the C kernel."""
+    """conv2d(x zero-padded by `padding`, weight) + bias by the C kernel, every tensor checked first (`plan`);
+    shapes in the module docstring. The implementation of the operator `convlab::native_conv2d`."""
     shape, threads, numbers = plan(x, weight, bias, stride, padding, dilation, groups)
     if empty_case(shape):
         out = x.new_zeros(shape.n, shape.c_out, shape.h_out, shape.w_out)
@@ -256,18 +257,9 @@ def run_forward(
     return out
 
 
-@torch.library.custom_op("convlab::native_conv2d", mutates_args=())
-def native_conv2d(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-) -> Tensor:
-    """conv2d(x zero-padded by `padding`, weight) + bias by the C kernel; shapes in the module docstring."""
-    return run_forward(x, weight, bias, stride, padding, dilation, groups)
+# The operator is the function itself: its annotations give the schema, and the autograd.Functions
+# below can still call it without the dispatcher.
+native_conv2d = torch.library.custom_op("convlab::native_conv2d", run_forward, mutates_args=())
 
 
 @native_conv2d.register_fake
@@ -296,7 +288,8 @@ def run_backward(
     need_x: bool,
     need_w: bool,
 ) -> tuple[Tensor, Tensor]:
-    """native_conv2d_backward's implementation: every tensor checked, then the C kernel."""
+    """(grad_x, grad_w) of native_conv2d by the C kernel, every tensor checked first; an empty (0,) tensor
+    for one not needed. The implementation of the operator `convlab::native_conv2d_backward`."""
     shape, threads, numbers = plan(x, weight, None, stride, padding, dilation, groups)
     _check_grad_out(grad_out, x, shape)
     if not (need_x or need_w):
@@ -316,20 +309,9 @@ def run_backward(
     return (x.new_empty(0) if grad_x is None else grad_x), (weight.new_empty(0) if grad_w is None else grad_w)
 
 
-@torch.library.custom_op("convlab::native_conv2d_backward", mutates_args=())
-def native_conv2d_backward(
-    grad_out: Tensor,
-    x: Tensor,
-    weight: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    need_x: bool,
-    need_w: bool,
-) -> tuple[Tensor, Tensor]:
-    """(grad_x, grad_w) of native_conv2d by the C kernel; an empty (0,) tensor for one not needed."""
-    return run_backward(grad_out, x, weight, stride, padding, dilation, groups, need_x, need_w)
+native_conv2d_backward = torch.library.custom_op(
+    "convlab::native_conv2d_backward", run_backward, mutates_args=()
+)
 
 
 @native_conv2d_backward.register_fake
