@@ -66,6 +66,7 @@ TIERS: list[tuple[str, str]] = [
         QUICK,
     ),
     (r"^python scripts/readme_include\.py --check$", QUICK),
+    (r"^python -m convlab\.conv$", QUICK),
     (r"^python scripts/docs_capture\.py ", SLOW),
     (r"^(python train\.py|make (train|sweep|does-it-learn|report|lockstep|verify|bench)\b)", SLOW),
     (r"^python -m convlab\.(verify|lockstep|bench|report|quick_check)\b", SLOW),
