@@ -26,6 +26,8 @@ folded into the convolution's own batch dimension N, and a batch over parameters
 groups (B independent convolutions of G groups are one convolution of B * G groups). So
 `torch.func.vmap`, `grad`, `vjp`, `jvp`, `jacrev`, `jacfwd` and per-sample gradients run the
 layer's kernels, unchanged, on plain tensors.
+Outside those transforms each product runs as its classic-form twin (`convlab.conv.eager_apply`):
+the same forward, context, backward and jvp, without the setup_context form's cost per call.
 
 Shapes (N batch, C channels, O = C_out, G groups, valid convolution: padding arrives applied):
     x (N, C, H, W), weight (O, C/G, kH, kW), bias (O,) or None, dy (N, O, H_out, W_out).
@@ -37,6 +39,8 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+from convlab.conv.eager_apply import apply
 
 
 @dataclass(frozen=True)
@@ -83,22 +87,25 @@ class ConvKernels:
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, kernels: ConvKernels, g: Geometry) -> Tensor:
     """y (N, O, H_out, W_out) = kernels' valid convolution of x by weight, plus bias: differentiable
     to any order, in reverse and forward mode, and under torch.func transforms."""
-    function = _ConvCore if torch.compiler.is_compiling() else _Conv
-    return function.apply(x, weight, bias, kernels, g)
+    if torch.compiler.is_compiling():
+        return _ConvCore.apply(x, weight, bias, kernels, g)
+    return apply(_Conv, x, weight, bias, kernels, g)
 
 
 def conv2d_input_grad(
     dy: Tensor, weight: Tensor, size: tuple[int, int], kernels: ConvKernels, g: Geometry
 ) -> Tensor:
     """dx (N, C, H, W) = the transposed convolution of dy (N, O, H_out, W_out) by weight; differentiable."""
-    function = _InputGradCore if torch.compiler.is_compiling() else _InputGrad
-    return function.apply(dy, weight, tuple(size), kernels, g)
+    if torch.compiler.is_compiling():
+        return _InputGradCore.apply(dy, weight, tuple(size), kernels, g)
+    return apply(_InputGrad, dy, weight, tuple(size), kernels, g)
 
 
 def conv2d_weight_grad(x: Tensor, dy: Tensor, kernels: ConvKernels, g: Geometry) -> Tensor:
     """dW (O, C/G, kH, kW) = the convolution of x (N, C, H, W) by dy (N, O, H_out, W_out); differentiable."""
-    function = _WeightGradCore if torch.compiler.is_compiling() else _WeightGrad
-    return function.apply(x, dy, kernels, g)
+    if torch.compiler.is_compiling():
+        return _WeightGradCore.apply(x, dy, kernels, g)
+    return apply(_WeightGrad, x, dy, kernels, g)
 
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:

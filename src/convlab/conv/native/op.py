@@ -26,6 +26,8 @@ own gradient is written with these two operators again: gradients of any order, 
 transforms (grad, vjp, jacrev, jvp, per-sample gradients) require; under `torch.compile` or
 `torch.export` it is the bare operator, whose autograd the compiler takes from the registration
 (the compiler does not trace an autograd.Function with a custom jvp).
+Outside torch.func's transforms each Function runs as its classic-form twin (`convlab.conv.eager_apply`),
+which skips the per-call binding of arguments that the setup_context form costs.
 
 Every tensor is checked before the C kernel sees it: device (CPU), dtype (float32/float64, all
 alike), sizes (consistent, and small enough for the kernel's indexing); then made contiguous. The
@@ -46,6 +48,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from convlab.conv.eager_apply import apply
 from convlab.conv.native.build import C_TYPES, Shape, library
 
 # Numbers the workspace and any tensor may hold: offsets of 8-byte numbers stay far inside a long.
@@ -447,14 +450,14 @@ class _Geometry:
 
 
 def _conv_function(x: Tensor, weight: Tensor, bias: Tensor | None, *geometry) -> Tensor:
-    return _Conv.apply(x, weight, bias, _Geometry(geometry))
+    return apply(_Conv, x, weight, bias, _Geometry(geometry))
 
 
 def _backward_function(
     grad_out: Tensor, x: Tensor, weight: Tensor, *geometry_and_needs
 ) -> tuple[Tensor, Tensor]:
     *geometry, need_x, need_w = geometry_and_needs
-    return _ConvBackward.apply(grad_out, x, weight, _Geometry(tuple(geometry)), need_x, need_w)
+    return apply(_ConvBackward, grad_out, x, weight, _Geometry(tuple(geometry)), need_x, need_w)
 
 
 def _plain(*tensors: Tensor | None) -> bool:
