@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlab.conv import get_conv
+from convlab.conv import get_conv, resolve_conv
+from convlab.conv.base import nn_conv2d_init_
 from convlab.training.module import LitClassifier
 from convlab.training.network import ReferenceNet
 from convlab.training.probes import (
@@ -141,3 +142,25 @@ def test_uniform01_init_is_positive_and_default_is_nn_conv2d():
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), unfold.parameters(), strict=True))
     with pytest.raises(ValueError, match="uniform01"):
         ReferenceNet(nn.Conv2d, "normal")
+
+
+def test_nn_conv2d_init_redraws_a_users_layer_as_nn_conv2d_draws():
+    learner = resolve_conv("tests/user_layers/learner_conv.py:VanillaConv2d")
+    torch.manual_seed(0)
+    own = ReferenceNet(learner)
+    assert (own.conv1.weight >= 0).all()  # the learner's torch.rand init
+    torch.manual_seed(0)
+    redrawn = ReferenceNet(learner, "nn_conv2d")
+    for conv, fan_in in ((redrawn.conv1, 25), (redrawn.conv2, 250)):
+        bound = 1 / fan_in**0.5
+        for p in (conv.weight, conv.bias):
+            assert p.min() >= -bound and p.max() <= bound and p.min() < 0
+    assert redrawn.conv1.weight is redrawn.conv1.layer.filter_weights  # the user's own Parameter, in place
+    # The same calls as nn.Conv2d's reset_parameters: one seed, the same tensors.
+    reference = nn.Conv2d(1, 10, 5)
+    torch.manual_seed(1)
+    reference.reset_parameters()
+    torch.manual_seed(1)
+    weight, bias = torch.empty(10, 1, 5, 5), torch.empty(10)
+    nn_conv2d_init_(weight, bias)
+    assert torch.equal(weight, reference.weight) and torch.equal(bias, reference.bias)

@@ -58,6 +58,19 @@ def same_padding(kernel: int, dilation: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def nn_conv2d_init_(weight: Tensor, bias: Tensor | None) -> None:
+    """Draws weight (C_out, C_in/groups, kH, kW) and bias (C_out,) in place exactly as
+    `nn.Conv2d.reset_parameters` does: the same calls in the same order, so one seed gives the same
+    tensors. kaiming_uniform_(a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as is the bias."""
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        if bias is not None:
+            fan_in = math.prod(weight.shape[1:])  # C_in/groups * kH * kW, as nn.init counts it
+            if fan_in != 0:
+                bound = 1 / math.sqrt(fan_in)
+                nn.init.uniform_(bias, -bound, bound)
+
+
 class Conv2dBase(nn.Module):
     """Drop-in for `nn.Conv2d` whose computation is left to a subclass's `_conv`."""
 
@@ -134,13 +147,7 @@ class Conv2dBase(nn.Module):
         return (pw, pw, ph, ph)
 
     def reset_parameters(self) -> None:
-        # Same calls as nn.Conv2d: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(fan_in), ...).
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = math.prod(self.weight.shape[1:])  # C_in/groups * kH * kW, as nn.init counts it
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                nn.init.uniform_(self.bias, -bound, bound)
+        nn_conv2d_init_(self.weight, self.bias)
 
     def extra_repr(self) -> str:
         s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}"

@@ -67,7 +67,8 @@ def hints_for(
                 "init",
                 "even with the convs frozen the network stays at chance: the conv's init saturates or "
                 "explodes the activations (all weights positive, as torch.rand draws them? nn.Conv2d draws "
-                "U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or the learning rate is too high"
+                "U(-1/sqrt(fan_in), 1/sqrt(fan_in))) or the learning rate is too high; to judge the layer "
+                "apart from its init, run the sweep again with model.net.conv_init=nn_conv2d"
                 + _loss_text(test_loss or {}, "frozen_conv"),
             )
         )

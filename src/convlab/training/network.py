@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlab.conv.base import nn_conv2d_init_
 from convlab.training.errors import RunError
 
-CONV_INITS = ("default", "uniform01")
+CONV_INITS = ("default", "nn_conv2d", "uniform01")
 CONV_SLOTS = ("conv1", "conv2")
 
 
@@ -31,9 +32,10 @@ class ReferenceNet(nn.Module):
     conv_layer: a class with `nn.Conv2d`'s constructor (a value of `convlab.conv.CONV_LAYERS`, or what
         `convlab.conv.resolve_conv` returns for a user's layer), called as `conv_layer(1, 10, kernel_size=5)`;
         its instances have `.weight` and `reset_parameters()`.
-    conv_init: "default" keeps the layer's own initialisation; "uniform01" redraws conv weights with
-        `torch.rand`, all positive in [0, 1): a common first attempt in a hand-written layer, kept so users
-        can see what it does to training.
+    conv_init: "default" keeps the layer's own initialisation; "nn_conv2d" redraws the conv weights and
+        biases as `nn.Conv2d` draws them (to judge a layer apart from its own init); "uniform01" redraws
+        conv weights with `torch.rand`, all positive in [0, 1): a common first attempt in a hand-written
+        layer, kept so users can see what it does to training.
 
     Each conv layer must hand back its input's dtype and device (outside autocast, which changes dtypes
     on purpose): otherwise the next layer fails with an error far from its cause, or a float64 run
@@ -51,7 +53,7 @@ class ReferenceNet(nn.Module):
         self.fc1 = nn.Linear(320, 50)
         self.fc2 = nn.Linear(50, 10)
         self.fc1_drop = nn.Dropout()
-        if conv_init == "uniform01":
+        if conv_init != "default":
             self.reset_conv_parameters()
 
     def conv_layers(self) -> dict[str, nn.Module]:
@@ -65,7 +67,9 @@ class ReferenceNet(nn.Module):
         for slot in slots:
             conv = layers[slot]
             conv.reset_parameters()
-            if self.conv_init == "uniform01":
+            if self.conv_init == "nn_conv2d":
+                nn_conv2d_init_(conv.weight, conv.bias)
+            elif self.conv_init == "uniform01":
                 with torch.no_grad():
                     conv.weight.copy_(torch.rand_like(conv.weight))
 
