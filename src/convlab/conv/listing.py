@@ -27,8 +27,7 @@ def summary(name: str, layer: type[nn.Module]) -> str:
     ValueError if the module has no such line (every registered layer's module must say what it is)."""
     if layer is nn.Conv2d:
         return REFERENCE
-    doc = inspect.getmodule(layer).__doc__ or ""
-    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    first = next(iter((inspect.getmodule(layer).__doc__ or "").strip().splitlines()), "")
     prefix = f"`{name}`: "
     if not first.startswith(prefix):
         raise ValueError(
