@@ -204,3 +204,19 @@ def test_registry_names_and_lookup() -> None:
     assert get_conv("torch") is nn.Conv2d
     with pytest.raises(KeyError, match="registered"):
         get_conv("fft")
+
+
+def test_settings_changed_on_a_live_layer_are_checked_and_used(conv_cls: type[nn.Module]) -> None:
+    """A layer checks its settings once per distinct setting: a change after a call is seen at the next."""
+    torch.manual_seed(0)
+    layer, reference = conv_cls(2, 3, 3), nn.Conv2d(2, 3, 3)
+    layer.load_state_dict(reference.state_dict())
+    x = _input(1, 2, 9, 9)
+    layer(x)
+    for name, value in (("stride", [2, 2]), ("padding", (1, 2)), ("dilation", (2, 1))):
+        setattr(layer, name, value)
+        setattr(reference, name, tuple(value) if isinstance(value, list) else value)
+        assert compare(layer(x), reference(x), reduction=18).passed, name
+    layer.stride = (0, 1)
+    with pytest.raises(RuntimeError, match="non-positive stride"):
+        layer(x)

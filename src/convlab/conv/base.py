@@ -210,10 +210,38 @@ class Conv2dBase(nn.Module):
                     f"Input type ({x.dtype}) and {name} type ({tensor.dtype}) should be the same"
                 )
 
-    def _check_kernel_fits(self, x: Tensor) -> None:
-        """x: the input as `_conv` receives it."""
-        dilated = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True)]
-        height, width = self.padded_size(x)
+    def _checked_settings(self) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+        """((left, right, top, bottom) padding, (dilated kH, dilated kW)) after `_check_arguments`.
+
+        The checks run once per distinct setting, not once per call: the settings they passed are kept
+        with their results and compared (a tuple equality) on every call, so changing `stride`,
+        `padding` or any other setting on a live layer is checked again at the next call. Under
+        `torch.compile` nothing is kept (the compiler traces the checks as constants).
+        """
+        settings = (
+            self.kernel_size, self.stride, self.padding, self.dilation, self.groups, self.padding_mode,
+            self.out_channels,
+        )  # fmt: skip
+        if torch.compiler.is_compiling():
+            self._check_arguments()
+            return self._padding_per_side(), self._dilated_kernel()
+        kept = self.__dict__.get("_settings_checked")
+        if kept is None or kept[0] != settings:
+            self._check_arguments()
+            # Plain tuples only: a list kept here could change in place and still compare equal.
+            frozen = tuple(tuple(v) if isinstance(v, list) else v for v in settings)
+            kept = (frozen, self._padding_per_side(), self._dilated_kernel())
+            # Past nn.Module.__setattr__: a plain attribute, not a parameter, buffer or submodule.
+            self.__dict__["_settings_checked"] = kept
+        return kept[1], kept[2]
+
+    def _dilated_kernel(self) -> tuple[int, int]:
+        """(dH * (kH - 1) + 1, dW * (kW - 1) + 1): the extent of the kernel on the padded input."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True))
+
+    @staticmethod
+    def _check_kernel_fits(height: int, width: int, dilated: tuple[int, int]) -> None:
+        """height, width: of the input as `_conv` sees it, its own zero padding included."""
         if height < dilated[0] or width < dilated[1]:
             raise RuntimeError(
                 f"Calculated padded input size per channel: ({height} x {width}). "
@@ -237,15 +265,6 @@ class Conv2dBase(nn.Module):
         left, right, top, bottom = self.zero_padding_left_to_conv(x)
         return x.shape[2] + top + bottom, x.shape[3] + left + right
 
-    def _padded(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right), less what `_conv` pads itself."""
-        pad = self._padding_per_side()
-        if not any(pad) or any(self.zero_padding_left_to_conv(x)):
-            return x
-        if self.padding_mode == "zeros":
-            return F.pad(x, pad, mode="constant", value=0.0)
-        return F.pad(x, pad, mode=self.padding_mode)
-
     def valid_output_shape(self, x: Tensor) -> tuple[int, int]:
         """(H_out, W_out) of the convolution of x as `_conv` receives it (see `padded_size`)."""
         height, width = self.padded_size(x)
@@ -265,7 +284,7 @@ class Conv2dBase(nn.Module):
                 "Expected 3D (unbatched) or 4D (batched) input to conv2d, "
                 f"but got input of size: {list(input.shape)}"
             )
-        self._check_arguments()
+        pad, dilated = self._checked_settings()
         unbatched = input.dim() == 3
         x = input.unsqueeze(0) if unbatched else input
         weight, bias = self.weight, self.bias
@@ -273,8 +292,13 @@ class Conv2dBase(nn.Module):
         if autocast_dtype is not None:
             x, weight, bias = (_autocast(t, autocast_dtype) for t in (x, weight, bias))
         self._check_input(x, weight, bias)
-        x = self._padded(x)
-        self._check_kernel_fits(x)
+        own = self.zero_padding_left_to_conv(x)  # the zeros `_conv` adds itself, if any
+        if any(pad) and not any(own):
+            if self.padding_mode == "zeros":
+                x = F.pad(x, pad, mode="constant", value=0.0)
+            else:
+                x = F.pad(x, pad, mode=self.padding_mode)
+        self._check_kernel_fits(x.shape[2] + own[2] + own[3], x.shape[3] + own[0] + own[1], dilated)
         if x.shape[1] == 0:
             out = self._no_channels(x, weight, bias)
         else:
@@ -292,7 +316,7 @@ class Conv2dBase(nn.Module):
         if unbatched:
             return out.squeeze(0)
         # nn.Conv2d hands the output back channels-last when its input or weight is (same values either way).
-        if _is_channels_last(input) or _is_channels_last(self.weight):
+        if _is_channels_last(input) or _is_channels_last(weight):
             return out.contiguous(memory_format=torch.channels_last)
         return out
 
@@ -323,7 +347,7 @@ def _autocast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 def _is_channels_last(t: Tensor) -> bool:
     """Whether a 4-D tensor is stored channels-last (and not also plain contiguous, as with one channel)."""
     try:
-        return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
     except RuntimeError:
         # Inside torch.func.vmap a tensor cannot be asked about memory formats; the layout of a
         # vmapped output is not observable either, so the plain one serves.

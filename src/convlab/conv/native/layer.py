@@ -56,12 +56,12 @@ class NativeConv2d(FastConv2d):
                 "Expected all tensors to be on the same device, but got "
                 + ", ".join(f"{name} on {t.device}" for name, t in tensors.items())
             )
+        if self.pads_zeros_in_conv(x):  # x real; weight and bias of x's dtype (Conv2dBase checked)
+            padding = self.zero_padding_left_to_conv(x)
+            return conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups)
         if x.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
             raise TypeError(
                 f"{type(self).__name__} (native) computes in real numbers only; complex input or weight "
                 "is not supported (its gradients would need conjugates). Use nn.Conv2d for complex numbers."
             )
-        if self.pads_zeros_in_conv(x):
-            padding = self.zero_padding_left_to_conv(x)
-            return conv2d(x, weight, bias, self.stride, padding, self.dilation, self.groups)
         return super()._conv(x, weight, bias)

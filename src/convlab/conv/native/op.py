@@ -460,10 +460,13 @@ def _backward_function(
     return apply(_ConvBackward, grad_out, x, weight, _Geometry(tuple(geometry)), need_x, need_w)
 
 
-def _plain(*tensors: Tensor | None) -> bool:
+def _plain(x: Tensor, weight: Tensor, other: Tensor | None) -> bool:
     """Whether these tensors may go to the kernel without the dispatcher: ordinary CPU tensors, not a
     subclass (fake, functional, a user's), which only the operator's registrations know how to handle."""
-    return all(t is None or (type(t) in _PLAIN_TYPES and t.device.type == "cpu") for t in tensors)
+    return (
+        type(x) in _PLAIN_TYPES and x.is_cpu and type(weight) in _PLAIN_TYPES and weight.is_cpu
+        and (other is None or (type(other) in _PLAIN_TYPES and other.is_cpu))
+    )  # fmt: skip
 
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
@@ -533,7 +536,7 @@ class _ConvBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad_out, x, weight, geometry, need_x, need_w):
-        if _plain(grad_out, x, weight):
+        if _plain(x, weight, grad_out):
             return run_backward(grad_out, x, weight, *geometry.args, need_x, need_w)
         return native_conv2d_backward(grad_out, x, weight, *geometry.args, need_x, need_w)
 
