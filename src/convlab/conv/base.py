@@ -294,10 +294,7 @@ class Conv2dBase(nn.Module):
         self._check_input(x, weight, bias)
         own = self.zero_padding_left_to_conv(x)  # the zeros `_conv` adds itself, if any
         if any(pad) and not any(own):
-            if self.padding_mode == "zeros":
-                x = F.pad(x, pad, mode="constant", value=0.0)
-            else:
-                x = F.pad(x, pad, mode=self.padding_mode)
+            x = F.pad(x, pad, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
         self._check_kernel_fits(x.shape[2] + own[2] + own[3], x.shape[3] + own[0] + own[1], dilated)
         if x.shape[1] == 0:
             out = self._no_channels(x, weight, bias)
