@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
-from convlab.conv import CONV_LAYERS, SpecError
+from convlab.conv import CONV_LAYERS, SpecError, resolve_conv
 from convlab.training.datamodule import MNISTDataModule
 from convlab.training.module import LitClassifier
 from convlab.training.network import ReferenceNet
@@ -55,6 +55,17 @@ def test_experiments_are_multiruns_over_conv_name(experiment: str):
     text = yaml.safe_load((CONFIGS / "experiment" / f"{experiment}.yaml").read_text())
     assert text["hydra"]["mode"] == "MULTIRUN"
     assert "conv.name" in text["hydra"]["sweeper"]["params"]
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiments_sweep_layers_that_resolve_from_the_project_root(
+    experiment: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Each conv.name an experiment sweeps is a registered name or a spec whose file is where it says."""
+    monkeypatch.chdir(REPO)  # the experiments are run from the project's root, as documented
+    text = yaml.safe_load((CONFIGS / "experiment" / f"{experiment}.yaml").read_text())
+    names = [name.strip() for name in text["hydra"]["sweeper"]["params"]["conv.name"].split(",")]
+    assert names and all(resolve_conv(name) for name in names)
 
 
 @pytest.mark.parametrize("data", options("data"))
