@@ -85,6 +85,25 @@ def test_sign_flipped_gradient_is_worse_than_frozen_conv_with_the_statistics():
     assert "wrong sign" in verdict.hints[0].text
 
 
+def test_redrawing_a_network_left_at_chance_blames_nothing():
+    # The sign-flipped layer at does_it_learn's budget: full training ends at 10.0% in every seed, so
+    # re-drawing conv1 costs nothing. That is no evidence the output ignores the weights.
+    accuracies = {
+        "none": (0.1, 0.1, 0.1),
+        "frozen_conv": (0.848, 0.87, 0.874),
+        "frozen_fc": (0.1, 0.1, 0.112),
+    }
+    drops = {"conv1": (0.0, 0.0, 0.0), "conv2": (0.0, 0.068, 0.0)}
+    verdict = judge(
+        observe(accuracies, drift={"conv1": (0.70, 0.62, 0.77), "conv2": (0.87, 0.80, 0.95)}, drops=drops)
+    )
+    assert verdict.outcome is Outcome.DOES_NOT_LEARN and verdict.reason.startswith("full training is worse")
+    redraws = [item for item in verdict.evidence if item.rule == "redraw"]
+    assert [item.points for item in redraws] == [Points.NOT_SHOWN, Points.NOT_SHOWN]
+    assert "this tells nothing, since the trained network is not above chance" in redraws[0].text
+    assert rules(verdict) == ["gradient_sign"]
+
+
 def test_zero_input_gradient_starves_the_earlier_layer():
     accuracies = {
         "none": (0.886, 0.882, 0.894),

@@ -18,7 +18,8 @@ The rules (accuracies as fractions, one value per seed):
   above `DRIFT_MIN`. A zero or detached weight gradient leaves it exactly 0.
 - redraw (per conv layer, or all convs at once): the test accuracy a trained network loses when that
   layer's weights are drawn again from their init, paired per seed. A network that keeps all but
-  `REDRAW_KEEP` of its accuracy (whole interval below it) does not use what the layer learned.
+  `REDRAW_KEEP` of its accuracy (whole interval below it) does not use what the layer learned. Read
+  only when full training beats chance: a network at chance has nothing to lose.
 - baseline: frozen_conv's interval above the bar: the network trains at all in this setting.
 """
 
@@ -166,10 +167,12 @@ def drift(layer: str, values: Sequence[float]) -> Evidence:
     )
 
 
-def redraw(layer: str | None, drops: Sequence[float]) -> Evidence:
+def redraw(layer: str | None, drops: Sequence[float], trained: bool = True) -> Evidence:
     """Does the trained network use the layer's weights? Accuracy lost when they are re-drawn, per seed.
 
-    layer None: all conv layers re-drawn at once ("the convs").
+    layer None: all conv layers re-drawn at once ("the convs"). trained: full training's interval lies
+    above the bar. A network at chance has no accuracy to lose, so a small drop then shows nothing: the
+    rule reads not shown rather than blame the layer's use of its weights.
     """
     what = layer or "the convs"
     if not drops:
@@ -177,6 +180,14 @@ def redraw(layer: str | None, drops: Sequence[float]) -> Evidence:
     mean = summarize(drops).mean
     interval = mean_interval(drops, CONFIDENCE)
     stats = f"{pct_interval(interval)}, n={len(drops)}"
+    if not trained:
+        return Evidence(
+            "redraw",
+            layer,
+            Points.NOT_SHOWN,
+            f"{what}: re-drawing the weights costs {mean * 100:.1f} pp ({stats}); this tells nothing, since "
+            "the trained network is not above chance and has no accuracy to lose",
+        )
     if interval is not None and interval[0] > 0:
         return Evidence(
             "redraw",

@@ -86,6 +86,7 @@ class Verdict:
 def gather(obs: Observations) -> list[Evidence]:
     """Every piece of evidence the runs allow: network-wide first, then per conv layer."""
     acc = obs.accuracies
+    trained = beats_chance(acc["none"])
     items = [
         ev.baseline(acc["frozen_conv"]),
         ev.gain(acc["none"], acc["frozen_conv"]),
@@ -96,11 +97,11 @@ def gather(obs: Observations) -> list[Evidence]:
     for layer in layers:
         items.append(ev.drift(layer, obs.drift.get(layer, ())))
         if layer in obs.redraw_drops:
-            items.append(ev.redraw(layer, obs.redraw_drops[layer]))
+            items.append(ev.redraw(layer, obs.redraw_drops[layer], trained))
     if not layers:
         items.append(ev.drift("conv layers", ()))
     if None in obs.redraw_drops and not any(layer in obs.redraw_drops for layer in layers):
-        items.append(ev.redraw(None, obs.redraw_drops[None]))
+        items.append(ev.redraw(None, obs.redraw_drops[None], trained))
     return items
 
 
