@@ -86,7 +86,7 @@ static inline long round_up(long n, long multiple) { return (n + multiple - 1) /
 
 static inline long min_long(long a, long b) { return a < b ? a : b; }
 
-/* Zeroes p[from..to), fewer than a vector's numbers: inline, where a call to memset would cost more. */
+/* Zeroes p[from..to), fewer than a vector's numbers (compilers may make it a call to memset). */
 static inline void zero_tail(REAL *p, long from, long to) {
     for (long q = from; q < to; q++) p[q] = 0;
 }
@@ -268,8 +268,12 @@ static Area area_of(const AreaLayout *a, REAL *workspace, int thread) {
 }
 
 /* cols (K, ld) of a band of `rows` output rows from y0 on, of one group of one image x_g (C_in/G, H, W):
- * cols[(c,i,j), y*row + x] = x_g[c, (y0 + y)*sH + i*dH, x*sW + j*dW]; numbers span..ld_r of each row zero. */
-static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, REAL *cols) {
+ * cols[(c,i,j), y*row + x] = x_g[c, (y0 + y)*sH + i*dH, x*sW + j*dW]. With `zero_tails`, numbers
+ * span..ld_r of each row are zeroed: the weight gradient sums over them. The forward does not ask: the
+ * products they make land in output numbers it never reads, and a zeroing per row costs it several
+ * percent on small images (depthwise layers). */
+static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, int zero_tails,
+                   REAL *cols) {
     long k = 0, used = span(s, l, rows), ld_r = round_up(used, VL);
     x_g += y0 * s->sh * s->w;
     for (long c = 0; c < s->c_in / s->groups; c++)
@@ -277,7 +281,7 @@ static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, lo
             for (long j = 0; j < s->kw; j++, k++) {
                 const REAL *from = x_g + tap_offset(s, c, i, j);
                 REAL *to = cols + k * l->ld;
-                zero_tail(to, used, ld_r);
+                if (zero_tails) zero_tail(to, used, ld_r);
                 if (l->full) {
                     memcpy(to, from, used * sizeof(REAL));
                     continue;
@@ -410,6 +414,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
     {
         Area a = area_of(&al, workspace, omp_get_thread_num());
         memset(a.padded, 0, padded_n * sizeof(REAL)); /* its border stays zero */
+        memset(a.cols, 0, l.ldk * l.ld * sizeof(REAL)); /* no stale or uninitialised number in a tail */
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
@@ -420,7 +425,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
                 }
                 for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
                     long rows = min_long(l.band, s->h_out - y0), ld_r = round_up(span(s, &l, rows), VL);
-                    im2col(s, &l, x_g, y0, rows, a.cols);
+                    im2col(s, &l, x_g, y0, rows, 0, a.cols);
                     gemm(l.m, ld_r, l.k, weight + g * l.m * l.k, l.k, a.cols, l.ld, a.dout, l.ld, 0);
                     for (long o = 0; o < l.m; o++) {
                         REAL *to = out + (n * s->c_out + g * l.m + o) * l.p + y0 * s->w_out;
@@ -489,11 +494,11 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                                 for (long o = 0; o < m; o++)
                                     a.dout_t[(y * l.row + x) * m + o] = dout_g[o * p + (y0 + y) * s->w_out + x];
                         zero_tail(a.dout_t, used * m, ld_r * m);
-                        im2col(s, &l, x_g, y0, rows, a.cols);
+                        im2col(s, &l, x_g, y0, rows, 1, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
                     } else if (grad_w && long_rows) {
-                        im2col(s, &l, x_g, y0, rows, a.cols);
+                        im2col(s, &l, x_g, y0, rows, 1, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm_t(m, k, ld_r, a.dout, l.ld, a.cols, l.ld, a.dw + g * m * ldk, ldk);
                     } else if (grad_w) {
