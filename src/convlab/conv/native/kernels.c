@@ -414,7 +414,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
     {
         Area a = area_of(&al, workspace, omp_get_thread_num());
         memset(a.padded, 0, padded_n * sizeof(REAL)); /* its border stays zero */
-        memset(a.cols, 0, l.ldk * l.ld * sizeof(REAL)); /* no stale or uninitialised number in a tail */
+        memset(a.cols, 0, l.ldk * l.ld * sizeof(REAL)); /* tails: no uninitialised (NaN, subnormal) number */
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
