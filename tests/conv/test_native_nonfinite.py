@@ -80,3 +80,21 @@ def test_nan_and_inf_patterns_match_f_conv2d(seed: int) -> None:
             if not same or not torch.allclose(g[finite], e[finite], rtol=1e-9, atol=1e-9):
                 differing.append((case, name, x.shape, weight.shape, stride, padding, dilation, groups))
     assert differing == []
+
+
+def test_an_infinite_output_gradient_in_a_banded_image_matches_f_conv2d() -> None:
+    """A large image goes in bands of output rows, the last one shorter. Its output gradient's rows
+    are laid out in the same buffer as the band's before, so the numbers past its end must be zeroed:
+    the weight gradient sums over them, and an Inf left there by the band before, times a zero
+    column, would make NaN where F.conv2d has +Inf. Widths vary where that stale number lands."""
+    for width in range(37, 45):
+        x = torch.rand(1, 16, 400, width, dtype=torch.float64) + 0.5  # positive: Inf products stay +Inf
+        weight = torch.randn(3, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+        assert 16 * 9 * width * 398 > 1 << 20  # more columns than one band holds
+        out = conv2d(x, weight, None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+        grad_out = torch.randn_like(out)
+        grad_out[:, 0] = float("inf")
+        (got,) = torch.autograd.grad(out, weight, grad_out)
+        (want,) = torch.autograd.grad(F.conv2d(x, weight), weight, grad_out)
+        assert torch.isposinf(want[0]).all() and torch.isfinite(want[1:]).all()
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, equal_nan=True, msg=f"width {width}")

@@ -91,6 +91,11 @@ static inline void zero_tail(REAL *p, long from, long to) {
     for (long q = from; q < to; q++) p[q] = 0;
 }
 
+/* Zeroes the last vector of a row of ld_r numbers (a multiple of VL, at least VL) in one store. Called
+ * before the row's numbers are written, it leaves the row's tail past them zero at the cost of one
+ * instruction: a loop over the tail becomes a call to memset per row, which small images feel. */
+static inline void clear_last_vector(REAL *row, long ld_r) { store(row + ld_r - VL, (vec){0}); }
+
 /* C (mr, nv * VL) (+)= A (mr, R) @ B (R, nv * VL); constant mr and nv unroll into registers. */
 static inline __attribute__((always_inline)) void tile(int mr, int nv, long r_len, const REAL *a, long lda,
                                                        const REAL *b, long ldb, REAL *c, long ldc,
@@ -268,12 +273,9 @@ static Area area_of(const AreaLayout *a, REAL *workspace, int thread) {
 }
 
 /* cols (K, ld) of a band of `rows` output rows from y0 on, of one group of one image x_g (C_in/G, H, W):
- * cols[(c,i,j), y*row + x] = x_g[c, (y0 + y)*sH + i*dH, x*sW + j*dW]. With `zero_tails`, numbers
- * span..ld_r of each row are zeroed: the weight gradient sums over them. The forward does not ask: the
- * products they make land in output numbers it never reads, and a zeroing per row costs it several
- * percent on small images (depthwise layers). */
-static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, int zero_tails,
-                   REAL *cols) {
+ * cols[(c,i,j), y*row + x] = x_g[c, (y0 + y)*sH + i*dH, x*sW + j*dW]. Numbers span..ld_r
+ * of each row are zero: the weight gradient sums over them. */
+static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, REAL *cols) {
     long k = 0, used = span(s, l, rows), ld_r = round_up(used, VL);
     x_g += y0 * s->sh * s->w;
     for (long c = 0; c < s->c_in / s->groups; c++)
@@ -281,7 +283,7 @@ static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, lo
             for (long j = 0; j < s->kw; j++, k++) {
                 const REAL *from = x_g + tap_offset(s, c, i, j);
                 REAL *to = cols + k * l->ld;
-                if (zero_tails) zero_tail(to, used, ld_r);
+                clear_last_vector(to, ld_r);
                 if (l->full) {
                     memcpy(to, from, used * sizeof(REAL));
                     continue;
@@ -397,10 +399,10 @@ static void band_to_columns(const Shape *s, const Layout *l, const REAL *dout_g,
                             REAL *dout) {
     long used = span(s, l, rows), ld_r = round_up(used, VL);
     for (long o = 0; o < l->m; o++) {
+        clear_last_vector(dout + o * l->ld, ld_r);
         for (long y = 0; y < rows; y++)
             memcpy(dout + o * l->ld + y * l->row, dout_g + o * l->p + (y0 + y) * s->w_out,
                    s->w_out * sizeof(REAL));
-        zero_tail(dout + o * l->ld, used, ld_r);
     }
 }
 
@@ -414,7 +416,6 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
     {
         Area a = area_of(&al, workspace, omp_get_thread_num());
         memset(a.padded, 0, padded_n * sizeof(REAL)); /* its border stays zero */
-        memset(a.cols, 0, l.ldk * l.ld * sizeof(REAL)); /* tails: no uninitialised (NaN, subnormal) number */
 #pragma omp for schedule(static)
         for (long n = 0; n < s->n; n++)
             for (long g = 0; g < s->groups; g++) {
@@ -425,7 +426,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
                 }
                 for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
                     long rows = min_long(l.band, s->h_out - y0), ld_r = round_up(span(s, &l, rows), VL);
-                    im2col(s, &l, x_g, y0, rows, 0, a.cols);
+                    im2col(s, &l, x_g, y0, rows, a.cols);
                     gemm(l.m, ld_r, l.k, weight + g * l.m * l.k, l.k, a.cols, l.ld, a.dout, l.ld, 0);
                     for (long o = 0; o < l.m; o++) {
                         REAL *to = out + (n * s->c_out + g * l.m + o) * l.p + y0 * s->w_out;
@@ -478,7 +479,10 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                     pad(s, x_g, a.padded);
                     x_g = a.padded;
                 }
-                int image_finite = grad_w && l.full ? all_finite(x_g, s->c_in / s->groups * s->h * s->w) : 1;
+                /* Read by zero_junk only, on the two paths that multiply the columns' junk. */
+                int image_finite = grad_w && l.full && (by_output || long_rows)
+                                       ? all_finite(x_g, s->c_in / s->groups * s->h * s->w)
+                                       : 1;
                 REAL *dx_g = !grad_x ? NULL : padded_n ? a.padded_dx : grad_x + offset;
                 /* Zeroed here, image by image, while it is about to be in the cache anyway. */
                 if (dx_g) memset(dx_g, 0, (padded_n ? padded_n : image_n) * sizeof(REAL));
@@ -494,11 +498,11 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                                 for (long o = 0; o < m; o++)
                                     a.dout_t[(y * l.row + x) * m + o] = dout_g[o * p + (y0 + y) * s->w_out + x];
                         zero_tail(a.dout_t, used * m, ld_r * m);
-                        im2col(s, &l, x_g, y0, rows, 1, a.cols);
+                        im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
                     } else if (grad_w && long_rows) {
-                        im2col(s, &l, x_g, y0, rows, 1, a.cols);
+                        im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm_t(m, k, ld_r, a.dout, l.ld, a.cols, l.ld, a.dw + g * m * ldk, ldk);
                     } else if (grad_w) {
