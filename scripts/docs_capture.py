@@ -126,14 +126,31 @@ def run(commands: list[str], folder: Path, timeout: float | None = None) -> list
             errors="replace",
             start_new_session=True,
         )
+        # Its own session also hides it from a signal sent to this script: pass SIGTERM on.
+        previous = signal.signal(signal.SIGTERM, _stop_group(process))
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise TimeoutError(f"`{command}` ran past {timeout:g} s and was stopped") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         results.append(Result(command, clean(output, folder), process.returncode))
     return results
+
+
+def _stop_group(process: subprocess.Popen):
+    """A SIGTERM handler that ends the command's whole process group, then this script."""
+
+    def handler(signum, frame):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise SystemExit(128 + signum)
+
+    return handler
 
 
 def code_version() -> str:

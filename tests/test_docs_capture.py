@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,3 +64,20 @@ def test_a_command_past_its_timeout_is_stopped_with_its_children(tmp_path: Path)
         docs_capture.run([f"(sleep 3; touch {marker}) & sleep 30"], folder, timeout=1)
     time.sleep(3)
     assert not marker.exists()  # the background child was killed with the shell
+
+
+def test_a_capture_stopped_from_outside_stops_its_command(tmp_path: Path) -> None:
+    """SIGTERM to the script (`timeout`, a CI runner) ends the command too, though it runs in a
+    session of its own."""
+    marker = tmp_path / "still-running"
+    capture = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(tmp_path / "out.md"), f"sleep 3; touch {marker}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.5)  # past the workspace's set-up, into the command
+    capture.send_signal(signal.SIGTERM)
+    assert capture.wait(timeout=10) != 0
+    time.sleep(3)
+    assert not marker.exists()
+    assert not (tmp_path / "out.md").exists()
