@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +144,8 @@ def _stop_group(process: subprocess.Popen):
     """A SIGTERM handler that ends the command's whole process group, then this script."""
 
     def handler(signum, frame):
-        try:
+        with suppress(ProcessLookupError):  # ended meanwhile
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         raise SystemExit(128 + signum)
 
     return handler
