@@ -86,11 +86,6 @@ static inline long round_up(long n, long multiple) { return (n + multiple - 1) /
 
 static inline long min_long(long a, long b) { return a < b ? a : b; }
 
-/* Zeroes p[from..to), fewer than a vector's numbers (compilers may make it a call to memset). */
-static inline void zero_tail(REAL *p, long from, long to) {
-    for (long q = from; q < to; q++) p[q] = 0;
-}
-
 /* Zeroes the last vector of a row of ld_r numbers (a multiple of VL, at least VL) in one store. Called
  * before the row's numbers are written, it leaves the row's tail past them zero at the cost of one
  * instruction: a loop over the tail becomes a call to memset per row, which small images feel. */
@@ -497,7 +492,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                             for (long x = 0; x < s->w_out; x++)
                                 for (long o = 0; o < m; o++)
                                     a.dout_t[(y * l.row + x) * m + o] = dout_g[o * p + (y0 + y) * s->w_out + x];
-                        zero_tail(a.dout_t, used * m, ld_r * m);
+                        memset(a.dout_t + used * m, 0, (ld_r - used) * m * sizeof(REAL));
                         im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
