@@ -36,12 +36,18 @@ PATHS = {
     "dW as dot products": dict(in_channels=2, out_channels=3, kernel_size=5, size=20),
     # short rows, C_out/G = 5: dW through the transposed columns
     "dW through transposed columns": dict(in_channels=3, out_channels=5, kernel_size=3, size=7),
+    # transposed columns filling their area (32 pixels x 16): a run's vector-long store at the very end
+    "transposed columns, full area": dict(in_channels=1, out_channels=3, kernel_size=3, stride=(2, 1), size=9),
     # stride 2: compact columns, one output row at a time; dilation; rectangular kernel
     "strided, dilated": dict(
         in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), dilation=(1, 2), groups=2, size=11
     ),
-    # depthwise: one weight row per group
+    # depthwise: one weight row per group; forward and dx from the image's runs, no columns
     "depthwise": dict(in_channels=6, out_channels=6, kernel_size=3, padding=1, groups=6, size=8),
+    # depthwise with long rows: dW too reads the padded image in place (dot products of runs)
+    "depthwise, long rows": dict(in_channels=4, out_channels=4, kernel_size=3, padding=1, groups=4, size=20),
+    # two input channels per output channel, long rows, no padding: runs for the forward, columns for dW
+    "one output per group": dict(in_channels=4, out_channels=2, kernel_size=3, groups=2, size=20),
     # wide rows relative to the output (W > 2 * W_out): compact columns at stride 1
     "stride 1, compact": dict(in_channels=2, out_channels=4, kernel_size=7, size=10),
     # zero padding, added per image in the kernels: full width on the padded copy

@@ -98,3 +98,29 @@ def test_an_infinite_output_gradient_in_a_banded_image_matches_f_conv2d() -> Non
         (want,) = torch.autograd.grad(F.conv2d(x, weight), weight, grad_out)
         assert torch.isposinf(want[0]).all() and torch.isfinite(want[1:]).all()
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, equal_nan=True, msg=f"width {width}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_infinite_weight_leaves_a_banded_depthwise_weight_gradient_finite(dtype: torch.dtype) -> None:
+    """Depthwise, the weight gradient reads the padded image in place, a vector at a time: the last
+    band's last tap reads up to a vector past the image. Those numbers meet the output gradient's zero
+    tail, so they must be zeros of the workspace, not the input gradient laid out next: with an Inf in
+    the weight, that gradient holds Inf, and Inf * 0 would put NaN in a weight gradient F.conv2d has
+    finite. These widths take the read past the padding that rounds the image up to whole vectors."""
+    for width in (292, 294, 296, 297, 298, 299, 302, 303):
+        x = (torch.rand(1, 2, 300, width, dtype=dtype) + 0.5).requires_grad_()  # dx is computed too
+        weight = torch.randn(2, 1, 3, 3, dtype=dtype)
+        weight[:, 0, 0, 0] = float("inf")
+        weight.requires_grad_()
+        assert 16 * 9 * (width + 2) * 300 > 1 << 20  # more columns than one band holds
+        out = conv2d(x, weight, None, (1, 1), (1, 1, 1, 1), (1, 1), 2)
+        grad_out = torch.randn_like(out)
+        _, got = torch.autograd.grad(out, (x, weight), grad_out)
+        x64 = x.detach().double().requires_grad_()
+        weight64 = weight.detach().double().requires_grad_()
+        out64 = F.conv2d(x64, weight64, padding=1, groups=2)
+        _, want = torch.autograd.grad(out64, (x64, weight64), grad_out.double())
+        assert torch.isfinite(want).all()
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item(),
+                                   msg=f"width {width}")

@@ -33,6 +33,10 @@
  *    per thread and the partial sums of the team that actually ran added at the end.
  *    OpenMP may grant fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from
  *    inside another parallel region): only areas written in this call are ever read.
+ * 4. Where a product would be mostly copying, the copy is skipped. At stride 1 a full-width column row
+ *    is a run of the image from its tap on, so with one output channel per group (depthwise) the
+ *    forward and dx are sums of weight * run, and with long rows dW reads the runs in place from the
+ *    padded copy. Transposed columns (short rows) take each (c, i) of a pixel as one vector.
  *
  * Non-finite numbers: a product only ever meets numbers F.conv2d's would (0 * Inf is NaN),
  * so NaN and Inf land where they land in F.conv2d: padding within a row ("junk", below)
@@ -204,6 +208,10 @@ typedef struct {
     long band; /* output rows per band */
     long ld;   /* numbers per column row, a multiple of VL: a whole band's */
     int full;  /* full width */
+    /* How the backward sums dW (native_backward says why): */
+    int by_output; /* C_out/G a whole number of vectors: dW^T = cols @ dout^T */
+    int long_rows; /* else, rows of at least LONG_ROW: dot products of rows */
+    int runs;      /* else, through transposed columns, each (c, i) of a pixel one vector-long run */
 } Layout;
 
 static Layout layout(const Shape *s) {
@@ -218,6 +226,9 @@ static Layout layout(const Shape *s) {
     l.band = COLUMN_NUMBERS / per_row;
     l.band = l.band < 1 ? 1 : min_long(l.band, s->h_out);
     l.ld = round_up(l.band * l.row, VL);
+    l.by_output = l.m % VL == 0;
+    l.long_rows = !l.by_output && l.ld >= LONG_ROW;
+    l.runs = !l.by_output && !l.long_rows && s->sw == 1 && s->dw == 1 && s->kw <= VL;
     return l;
 }
 
@@ -227,9 +238,18 @@ static long span(const Shape *s, const Layout *l, long rows) { return (rows - 1)
 /* Offset in x_g of the input number that weight (c, i, j) meets at output pixel (0, 0). */
 static long tap_offset(const Shape *s, long c, long i, long j) { return (c * s->h + i * s->dh) * s->w + j * s->dw; }
 
-/* Numbers in one padded group of one image, (C_in/G, H, W); 0 without padding. */
+/* Numbers in one padded group of one image, (C_in/G, H, W), and a vector of zeros past it that
+ * dw_from_taps and im2col_transposed's runs may read; 0 without padding. */
 static long padded_image(const Shape *s) {
-    return s->h == s->h_in && s->w == s->w_in ? 0 : round_up(s->c_in / s->groups * s->h * s->w, VL);
+    return s->h == s->h_in && s->w == s->w_in ? 0 : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
+}
+
+/* Numbers of the backward's copy of one group of one image: the padded image, or where the transposed
+ * columns are read as runs, the image as it is (a run may read a vector past the image: the copy has
+ * zeros there, a caller's tensor may end there); 0 where x is read where it lies. */
+static long image_copy(const Shape *s, const Layout *l) {
+    long padded_n = padded_image(s);
+    return padded_n || !l->runs ? padded_n : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
 }
 
 /* One thread's part of the workspace. */
@@ -249,10 +269,11 @@ typedef struct {
 
 static AreaLayout area_layout(const Shape *s, const Layout *l) {
     AreaLayout a;
-    long at = 0, padded_n = padded_image(s);
-    a.padded = at, at += padded_n;
-    a.padded_dx = at, at += padded_n;
-    a.cols = at, at += l->ldk * l->ld; /* ld >= band * W_out: the transposed columns fit too */
+    long at = 0, copy_n = image_copy(s, l);
+    a.padded = at, at += copy_n;
+    a.padded_dx = at, at += copy_n;
+    /* ld >= band * W_out: the transposed columns fit too, and a run's vector past their end */
+    a.cols = at, at += l->ldk * l->ld + VL;
     a.dout = at, at += l->m * l->ld;
     a.dout_t = at, at += l->ld * l->m;
     a.dw = at, at += s->c_out * l->ldk;
@@ -314,16 +335,29 @@ static void zero_junk(const Shape *s, const Layout *l, long rows, REAL *cols) {
 }
 
 /* The transpose of compact columns of a band: colsT (rows * W_out, ldk), colsT[y*W_out + x, (c,i,j)].
- * Numbers K..ldk of each row are not read. */
-static void im2col_transposed(const Shape *s, const REAL *x_g, long y0, long rows, REAL *cols_t, long ldk) {
-    x_g += y0 * s->sh * s->w;
+ * Numbers K..ldk of each row are not read. With `runs` (stride and dilation 1 along W, kW <= VL) the kW
+ * numbers of each (c, i) are copied as one vector: the VL - kW numbers it writes past them are
+ * overwritten next, as every store lies past the one before, up to a vector past the last row (the
+ * workspace has room for it); the source must have a vector of readable numbers past its end. */
+static void im2col_transposed(const Shape *s, const Layout *l, const REAL *x_g, long y0, long rows, REAL *cols_t) {
+    /* In locals: a store through `to` could otherwise alias the shape, which would be read again. */
+    const long c_n = s->c_in / s->groups, kh = s->kh, kw = s->kw, w_out = s->w_out, ldk = l->ldk;
+    const long row_step = s->sh * s->w, x_step = s->sw, i_step = s->dh * s->w, j_step = s->dw, c_step = s->h * s->w;
+    const int runs = l->runs;
+    x_g += y0 * row_step;
     for (long y = 0; y < rows; y++)
-        for (long x = 0; x < s->w_out; x++) {
-            REAL *to = cols_t + (y * s->w_out + x) * ldk;
-            for (long c = 0; c < s->c_in / s->groups; c++)
-                for (long i = 0; i < s->kh; i++) {
-                    const REAL *from = x_g + tap_offset(s, c, i, 0) + y * s->sh * s->w + x * s->sw;
-                    for (long j = 0; j < s->kw; j++) *to++ = from[j * s->dw];
+        for (long x = 0; x < w_out; x++) {
+            REAL *to = cols_t + (y * w_out + x) * ldk;
+            const REAL *pixel = x_g + y * row_step + x * x_step;
+            for (long c = 0; c < c_n; c++)
+                for (long i = 0; i < kh; i++) {
+                    const REAL *from = pixel + c * c_step + i * i_step;
+                    if (runs) {
+                        store(to, load(from));
+                        to += kw;
+                        continue;
+                    }
+                    for (long j = 0; j < kw; j++) *to++ = from[j * j_step];
                 }
         }
 }
@@ -346,6 +380,51 @@ static void col2im(const Shape *s, const Layout *l, const REAL *cols, long y0, l
                 }
                 for (long y = 0; y < rows; y++, from += l->row)
                     for (long x = 0; x < s->w_out; x++) to[y * s->sh * s->w + x * s->sw] += from[x];
+            }
+}
+
+/* Full width, one output channel per group (depthwise): the columns are never built. Each column row is a
+ * run of the image from its tap on, so the band's `used` output numbers (M = 1, junk included: it is never
+ * read) are sums over the taps of weight * run, in the taps' order, as gemm's tile adds them up. */
+static void forward_from_taps(const Shape *s, const REAL *x_g, const REAL *weight_g, long y0, long used,
+                              REAL *out_band) {
+    long k = 0;
+    x_g += y0 * s->w;
+    for (long q = 0; q < used; q++) out_band[q] = 0;
+    for (long c = 0; c < s->c_in / s->groups; c++)
+        for (long i = 0; i < s->kh; i++)
+            for (long j = 0; j < s->kw; j++, k++) {
+                const REAL *from = x_g + tap_offset(s, c, i, j);
+                REAL w = weight_g[k];
+                for (long q = 0; q < used; q++) out_band[q] += w * from[q];
+            }
+}
+
+/* Full width, the image finite and in the padded copy (a vector of zeros past its end): dW (M, ldk) +=
+ * dout (M, ld) @ cols^T as gemm_t computes it on im2col's columns, with each column row read in place from
+ * the image instead of copied. The kW taps of one (c, i) are rows dW apart; the numbers past `used` that
+ * ld_r takes in are image numbers (finite) that meet dout's zero tail. */
+static void dw_from_taps(const Shape *s, const Layout *l, const REAL *dout, const REAL *x_g, long y0, long ld_r,
+                         REAL *dw_g) {
+    x_g += y0 * s->w;
+    for (long c = 0; c < s->c_in / s->groups; c++)
+        for (long i = 0; i < s->kh; i++)
+            gemm_t(l->m, s->kw, ld_r, dout, l->ld, x_g + tap_offset(s, c, i, 0), s->dw,
+                   dw_g + (c * s->kh + i) * s->kw, l->ldk);
+}
+
+/* Full width, one output channel per group (depthwise), a finite weight: dx_g += each tap's weight times the
+ * band's output gradient dout (1, ld), added where col2im would add that tap's column row (junk included:
+ * zero there). The columns of dx are never built. */
+static void dx_from_taps(const Shape *s, const REAL *dout, const REAL *weight_g, long y0, long used, REAL *dx_g) {
+    long k = 0;
+    dx_g += y0 * s->w;
+    for (long c = 0; c < s->c_in / s->groups; c++)
+        for (long i = 0; i < s->kh; i++)
+            for (long j = 0; j < s->kw; j++, k++) {
+                REAL *to = dx_g + tap_offset(s, c, i, j);
+                REAL w = weight_g[k];
+                for (long q = 0; q < used; q++) to[q] += w * dout[q];
             }
 }
 
@@ -407,6 +486,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
     Layout l = layout(s);
     AreaLayout al = area_layout(s, &l);
     long padded_n = padded_image(s);
+    int taps = l.full && l.m == 1; /* depthwise: no columns */
 #pragma omp parallel num_threads(threads)
     {
         Area a = area_of(&al, workspace, omp_get_thread_num());
@@ -420,9 +500,13 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
                     x_g = a.padded;
                 }
                 for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
-                    long rows = min_long(l.band, s->h_out - y0), ld_r = round_up(span(s, &l, rows), VL);
-                    im2col(s, &l, x_g, y0, rows, a.cols);
-                    gemm(l.m, ld_r, l.k, weight + g * l.m * l.k, l.k, a.cols, l.ld, a.dout, l.ld, 0);
+                    long rows = min_long(l.band, s->h_out - y0), used = span(s, &l, rows);
+                    if (taps) {
+                        forward_from_taps(s, x_g, weight + g * l.k, y0, used, a.dout);
+                    } else {
+                        im2col(s, &l, x_g, y0, rows, a.cols);
+                        gemm(l.m, round_up(used, VL), l.k, weight + g * l.m * l.k, l.k, a.cols, l.ld, a.dout, l.ld, 0);
+                    }
                     for (long o = 0; o < l.m; o++) {
                         REAL *to = out + (n * s->c_out + g * l.m + o) * l.p + y0 * s->w_out;
                         REAL b = bias ? bias[g * l.m + o] : 0;
@@ -440,7 +524,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                      REAL *grad_w, REAL *workspace, int threads) {
     Layout l = layout(s);
     AreaLayout al = area_layout(s, &l);
-    long k = l.k, m = l.m, p = l.p, ldk = l.ldk, padded_n = padded_image(s);
+    long k = l.k, m = l.m, p = l.p, ldk = l.ldk, padded_n = padded_image(s), copy_n = image_copy(s, &l);
     long image_n = s->c_in / s->groups * s->h_in * s->w_in; /* one group of one image of x */
     /* dW, three ways to the same sums, by shape:
      * - C_out/G a whole number of vectors (wide layers): dW^T (K, M) += cols (K, P) @ dout^T (P, M), gemm
@@ -448,7 +532,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
      * - else long rows of P (conv1): dot products of rows, dW (M, K) += dout (M, P) @ cols (K, P)^T, gemm_t;
      * - else (conv2) the columns transposed, dW (M, K) += dout (M, P) @ colsT (P, K): gemm_t would spend
      *   more time adding lanes than multiplying. */
-    int by_output = m % VL == 0, long_rows = l.ld >= LONG_ROW;
+    int by_output = l.by_output, long_rows = l.long_rows;
     /* With a non-finite weight the junk of dx's columns is not zero: col2im leaves it out. */
     int weight_finite = grad_x ? all_finite(weight, s->c_out * k) : 1;
     REAL *weight_t = workspace; /* W_g^T (K, M) per group, for dx */
@@ -462,7 +546,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
 #pragma omp single
         team = omp_get_num_threads(); /* the threads OpenMP granted, maybe fewer than asked */
         Area a = area_of(&al, workspace, omp_get_thread_num());
-        memset(a.padded, 0, 2 * padded_n * sizeof(REAL)); /* their borders stay zero */
+        memset(a.padded, 0, 2 * copy_n * sizeof(REAL)); /* their borders stay zero */
         memset(a.dout, 0, 2 * m * l.ld * sizeof(REAL));   /* dout and dout_t: zero at the junk numbers */
         memset(a.dw, 0, s->c_out * ldk * sizeof(REAL));
 #pragma omp for schedule(static)
@@ -470,7 +554,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
             for (long g = 0; g < s->groups; g++) {
                 long offset = (n * s->c_in + g * (s->c_in / s->groups)) * s->h_in * s->w_in;
                 const REAL *x_g = x + offset;
-                if (padded_n && grad_w) {
+                if (copy_n && grad_w) {
                     pad(s, x_g, a.padded);
                     x_g = a.padded;
                 }
@@ -496,16 +580,20 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                         im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
+                    } else if (grad_w && long_rows && l.full && padded_n && image_finite) {
+                        dw_from_taps(s, &l, a.dout, x_g, y0, ld_r, a.dw + g * m * ldk);
                     } else if (grad_w && long_rows) {
                         im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm_t(m, k, ld_r, a.dout, l.ld, a.cols, l.ld, a.dw + g * m * ldk, ldk);
                     } else if (grad_w) {
-                        im2col_transposed(s, x_g, y0, rows, a.cols, ldk);
+                        im2col_transposed(s, &l, x_g, y0, rows, a.cols);
                         gemm(m, ldk, rows * s->w_out, dout_g + y0 * s->w_out, p, a.cols, ldk, a.dw + g * m * ldk,
                              ldk, 1);
                     }
-                    if (grad_x) {
+                    if (grad_x && m == 1 && l.full && weight_finite) {
+                        dx_from_taps(s, a.dout, weight + g * k, y0, used, dx_g);
+                    } else if (grad_x) {
                         gemm(k, ld_r, m, weight_t + g * k * m, m, a.dout, l.ld, a.cols, l.ld, 0);
                         col2im(s, &l, a.cols, y0, rows, weight_finite, dx_g);
                     }
