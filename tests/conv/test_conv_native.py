@@ -37,7 +37,9 @@ PATHS = {
     # short rows, C_out/G = 5: dW through the transposed columns
     "dW through transposed columns": dict(in_channels=3, out_channels=5, kernel_size=3, size=7),
     # transposed columns filling their area (32 pixels x 16): a run's vector-long store at the very end
-    "transposed columns, full area": dict(in_channels=1, out_channels=3, kernel_size=3, stride=(2, 1), size=9),
+    "transposed columns, full area": dict(
+        in_channels=1, out_channels=3, kernel_size=3, stride=(2, 1), size=9
+    ),
     # stride 2: compact columns, one output row at a time; dilation; rectangular kernel
     "strided, dilated": dict(
         in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), dilation=(1, 2), groups=2, size=11

@@ -34,7 +34,8 @@ CHECK = textwrap.dedent(
         buf = mmap.mmap(-1, pages * mmap.PAGESIZE)
         base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         assert libc.mprotect(base + (pages - 1) * mmap.PAGESIZE, mmap.PAGESIZE, 0) == 0  # PROT_NONE
-        flat = torch.frombuffer(buf, dtype=t.dtype, count=t.numel(), offset=(pages - 1) * mmap.PAGESIZE - nbytes)
+        offset = (pages - 1) * mmap.PAGESIZE - nbytes
+        flat = torch.frombuffer(buf, dtype=t.dtype, count=t.numel(), offset=offset)
         flat.copy_(t.reshape(-1))
         KEEP.append(buf)
         return flat.view(t.shape)
@@ -56,8 +57,8 @@ CHECK = textwrap.dedent(
     dx_ref, dw_ref = torch.autograd.grad(out_ref, (x_ref, w_ref), grad_out.double())
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     for name, got, want in (("out", out, out_ref), ("dx", dx, dx_ref), ("dW", dw, dw_ref)):
-        scale = want.abs().max().item()
-        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * scale, msg=lambda m: f"{name}: {m}")
+        atol = tol * want.abs().max().item()
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=atol, msg=lambda m: f"{name}: {m}")
     print("ok")
     """
 )
@@ -81,8 +82,10 @@ CASES = {
 def test_no_read_past_any_tensor_the_kernel_is_given(case: str, dtype: str) -> None:
     x_shape, w_shape, kwargs = CASES[case]
     argument = repr((x_shape, w_shape, kwargs, dtype))
-    result = subprocess.run([sys.executable, "-c", CHECK, argument], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", CHECK, argument]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, (
-        f"{case} ({dtype}): exit status {result.returncode} (-11: a read past a tensor's end)\n{result.stderr[-3000:]}"
+        f"{case} ({dtype}): exit status {result.returncode} (-11: a read past a tensor's end)\n"
+        + result.stderr[-3000:]
     )
     assert result.stdout.strip().endswith("ok")

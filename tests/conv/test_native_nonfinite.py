@@ -122,5 +122,6 @@ def test_an_infinite_weight_leaves_a_banded_depthwise_weight_gradient_finite(dty
         _, want = torch.autograd.grad(out64, (x64, weight64), grad_out.double())
         assert torch.isfinite(want).all()
         tol = 1e-4 if dtype == torch.float32 else 1e-10
-        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item(),
-                                   msg=f"width {width}")
+        torch.testing.assert_close(
+            got.double(), want, rtol=tol, atol=tol * want.abs().max().item(), msg=f"width {width}"
+        )
