@@ -74,6 +74,7 @@ CASES = {
     "conv2": ((2, 10, 12, 12), (20, 10, 5, 5), {}),
     "by output, padded": ((2, 4, 9, 9), (32, 2, 3, 3), {"padding": 1, "groups": 2}),
     "strided": ((2, 3, 11, 11), (4, 3, 3, 3), {"stride": 2, "padding": 1}),
+    "strided, unpadded": ((2, 3, 12, 37), (4, 3, 3, 3), {"stride": 2}),
 }
 
 

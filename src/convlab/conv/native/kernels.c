@@ -244,12 +244,13 @@ static long padded_image(const Shape *s) {
     return s->h == s->h_in && s->w == s->w_in ? 0 : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
 }
 
-/* Numbers of the backward's copy of one group of one image: the padded image, or where the transposed
- * columns are read as runs, the image as it is (a run may read a vector past the image: the copy has
- * zeros there, a caller's tensor may end there); 0 where x is read where it lies. */
+/* Numbers of the backward's copy of one group of one image: the padded image, or where dW reads runs of
+ * the image (dw_from_taps, im2col_transposed's runs) the image as it is, since a run may read a vector
+ * past the image: the copy has zeros there, a caller's tensor may end there. 0 where x is read in place. */
 static long image_copy(const Shape *s, const Layout *l) {
     long padded_n = padded_image(s);
-    return padded_n || !l->runs ? padded_n : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
+    int runs = l->runs || (l->long_rows && l->full);
+    return padded_n || !runs ? padded_n : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
 }
 
 /* One thread's part of the workspace. */
@@ -304,8 +305,13 @@ static void im2col(const Shape *s, const Layout *l, const REAL *x_g, long y0, lo
                     memcpy(to, from, used * sizeof(REAL));
                     continue;
                 }
-                for (long y = 0; y < rows; y++, to += l->row)
-                    for (long x = 0; x < s->w_out; x++) to[x] = from[y * s->sh * s->w + x * s->sw];
+                for (long y = 0; y < rows; y++, to += l->row) {
+                    const REAL *in_row = from + y * s->sh * s->w;
+                    if (s->sw == 2) /* a constant stride: compilers gather it with vector shuffles */
+                        for (long x = 0; x < s->w_out; x++) to[x] = in_row[2 * x];
+                    else
+                        for (long x = 0; x < s->w_out; x++) to[x] = in_row[x * s->sw];
+                }
             }
 }
 
@@ -378,8 +384,13 @@ static void col2im(const Shape *s, const Layout *l, const REAL *cols, long y0, l
                     for (long q = 0; q < used; q++) to[q] += from[q];
                     continue;
                 }
-                for (long y = 0; y < rows; y++, from += l->row)
-                    for (long x = 0; x < s->w_out; x++) to[y * s->sh * s->w + x * s->sw] += from[x];
+                for (long y = 0; y < rows; y++, from += l->row) {
+                    REAL *out_row = to + y * s->sh * s->w;
+                    if (s->sw == 2) /* a constant stride, as im2col's */
+                        for (long x = 0; x < s->w_out; x++) out_row[2 * x] += from[x];
+                    else
+                        for (long x = 0; x < s->w_out; x++) out_row[x * s->sw] += from[x];
+                }
             }
 }
 
@@ -400,10 +411,10 @@ static void forward_from_taps(const Shape *s, const REAL *x_g, const REAL *weigh
             }
 }
 
-/* Full width, the image finite and in the padded copy (a vector of zeros past its end): dW (M, ldk) +=
- * dout (M, ld) @ cols^T as gemm_t computes it on im2col's columns, with each column row read in place from
- * the image instead of copied. The kW taps of one (c, i) are rows dW apart; the numbers past `used` that
- * ld_r takes in are image numbers (finite) that meet dout's zero tail. */
+/* Full width, the image finite and in the backward's copy (image_copy: a vector of zeros past its end):
+ * dW (M, ldk) += dout (M, ld) @ cols^T as gemm_t computes it on im2col's columns, with each column row
+ * read in place from the image instead of copied. The kW taps of one (c, i) are rows dW apart; the
+ * numbers past `used` that ld_r takes in are image numbers (finite) that meet dout's zero tail. */
 static void dw_from_taps(const Shape *s, const Layout *l, const REAL *dout, const REAL *x_g, long y0, long ld_r,
                          REAL *dw_g) {
     x_g += y0 * s->w;
@@ -580,7 +591,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                         im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
-                    } else if (grad_w && long_rows && l.full && padded_n && image_finite) {
+                    } else if (grad_w && long_rows && l.full && image_finite) {
                         dw_from_taps(s, &l, a.dout, x_g, y0, ld_r, a.dw + g * m * ldk);
                     } else if (grad_w && long_rows) {
                         im2col(s, &l, x_g, y0, rows, a.cols);
