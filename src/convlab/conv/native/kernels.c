@@ -35,8 +35,9 @@
  *    inside another parallel region): only areas written in this call are ever read.
  * 4. Where a product would be mostly copying, the copy is skipped. At stride 1 a full-width column row
  *    is a run of the image from its tap on, so with one output channel per group (depthwise) the
- *    forward and dx are sums of weight * run, and with long rows dW reads the runs in place from the
- *    padded copy. Transposed columns (short rows) take each (c, i) of a pixel as one vector.
+ *    forward and dx are sums of weight * run, and with long rows dW reads the runs in place from a
+ *    copy of the image. Transposed columns (short rows) take each (c, i) of a pixel as one vector, and
+ *    stride 2 is gathered at a constant stride, which compilers turn into vector shuffles.
  *
  * Non-finite numbers: a product only ever meets numbers F.conv2d's would (0 * Inf is NaN),
  * so NaN and Inf land where they land in F.conv2d: padding within a row ("junk", below)
