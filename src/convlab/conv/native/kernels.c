@@ -542,6 +542,8 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
      * - C_out/G a whole number of vectors (wide layers): dW^T (K, M) += cols (K, P) @ dout^T (P, M), gemm
      *   on the columns as they are, with dout transposed (M * P numbers, not K * P);
      * - else long rows of P (conv1): dot products of rows, dW (M, K) += dout (M, P) @ cols (K, P)^T, gemm_t;
+     *   at full width on the image's runs in place (dw_from_taps), unless the image holds an Inf or a NaN:
+     *   then on copied columns whose junk is zeroed;
      * - else (conv2) the columns transposed, dW (M, K) += dout (M, P) @ colsT (P, K): gemm_t would spend
      *   more time adding lanes than multiplying. */
     int by_output = l.by_output, long_rows = l.long_rows;
