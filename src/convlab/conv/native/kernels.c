@@ -213,6 +213,7 @@ typedef struct {
     int by_output; /* C_out/G a whole number of vectors: dW^T = cols @ dout^T */
     int long_rows; /* else, rows of at least LONG_ROW: dot products of rows */
     int runs;      /* else, through transposed columns, each (c, i) of a pixel one vector-long run */
+    int taps;      /* full width, one output channel per group: forward and dx without columns */
 } Layout;
 
 static Layout layout(const Shape *s) {
@@ -230,6 +231,7 @@ static Layout layout(const Shape *s) {
     l.by_output = l.m % VL == 0;
     l.long_rows = !l.by_output && l.ld >= LONG_ROW;
     l.runs = !l.by_output && !l.long_rows && s->sw == 1 && s->dw == 1 && s->kw <= VL;
+    l.taps = l.full && l.m == 1;
     return l;
 }
 
@@ -498,7 +500,6 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
     Layout l = layout(s);
     AreaLayout al = area_layout(s, &l);
     long padded_n = padded_image(s);
-    int taps = l.full && l.m == 1; /* depthwise: no columns */
 #pragma omp parallel num_threads(threads)
     {
         Area a = area_of(&al, workspace, omp_get_thread_num());
@@ -513,7 +514,7 @@ void native_forward(const Shape *s, const REAL *x, const REAL *weight, const REA
                 }
                 for (long y0 = 0; y0 < s->h_out; y0 += l.band) {
                     long rows = min_long(l.band, s->h_out - y0), used = span(s, &l, rows);
-                    if (taps) {
+                    if (l.taps) {
                         forward_from_taps(s, x_g, weight + g * l.k, y0, used, a.dout);
                     } else {
                         im2col(s, &l, x_g, y0, rows, a.cols);
@@ -605,7 +606,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                         gemm(m, ldk, rows * s->w_out, dout_g + y0 * s->w_out, p, a.cols, ldk, a.dw + g * m * ldk,
                              ldk, 1);
                     }
-                    if (grad_x && m == 1 && l.full && weight_finite) {
+                    if (grad_x && l.taps && weight_finite) {
                         dx_from_taps(s, a.dout, weight + g * k, y0, used, dx_g);
                     } else if (grad_x) {
                         gemm(k, ld_r, m, weight_t + g * k * m, m, a.dout, l.ld, a.cols, l.ld, 0);
