@@ -19,7 +19,9 @@ A command no rule classifies fails the test: a new command in the docs must say 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import shlex
@@ -29,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from convlab.bench.cli import main as bench_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +65,7 @@ TIERS: list[tuple[str, str]] = [
         COMPOSE,
     ),
     (r"^python train\.py .*experiment=does_it_learn_full", COMPOSE),
+    (r"^python -m convlab\.bench .*--device cuda", COMPOSE),
     # Answered before torch loads: help, the composed config, and the errors of a bad setting.
     (
         r"^python train\.py( --help| --cfg job| conv=nope| data\.batch_size=0| conv\.name=my_cnv\.py:\S+)$",
@@ -204,7 +210,11 @@ def all_blocks() -> list[Block]:
 
 
 def compose_command(text: str) -> None:
-    """A train.py command's config composed as Hydra would (sweeps: each list's first value), not run."""
+    """A train.py command's config composed as Hydra would (sweeps: each list's first value), not run;
+    a GPU bench command's arguments checked by the bench itself."""
+    if text.startswith("python -m convlab.bench "):
+        check_bench_arguments(shlex.split(text)[3:])
+        return
     arguments = [a for a in shlex.split(text)[2:] if a not in ("-m", "--multirun")]
     overrides = []
     for override in OverridesParser.create().parse_overrides(arguments):
@@ -218,6 +228,18 @@ def compose_command(text: str) -> None:
             compose(config_name="train", overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+
+
+def check_bench_arguments(arguments: list[str]) -> None:
+    """Without CUDA the bench stops at its CUDA check, after every option is parsed: an unknown option
+    or a bad value would stop it earlier with another message. With CUDA it is not run here
+    (minutes of GPU time): run it by hand on the GPU."""
+    if torch.cuda.is_available():
+        return
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as stopped:
+        bench_main([*arguments, "--out", os.devnull])
+    assert stopped.value.code == 2 and "no CUDA device is available" in stderr.getvalue(), stderr.getvalue()
 
 
 def dry_run(text: str) -> None:

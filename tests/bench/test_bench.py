@@ -119,6 +119,19 @@ def test_cuda_without_a_gpu_is_a_clear_usage_error(tmp_path, capsys):
     assert not (tmp_path / "bench.json").exists()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_whole_bench_runs_on_cuda(tmp_path):
+    """Every part, the network's too: a Lightning `fit` on the GPU hands its model back on the CPU, and
+    the plain loops timed after it must still train on the GPU."""
+    result, markdown = run_bench(tmp_path, "--device", "cuda", "--impl", "unfold", "--impl", "native")
+    assert result["machine"]["gpu"] == torch.cuda.get_device_name()
+    assert {r["impl"] for r in result["conv"]} == {"torch", "unfold", "native"}
+    loops = result["network"]["loop_overhead"]
+    assert all(loops[f"{name}_images_per_s"] > 0 for name in ("plain", "plain_with_sums", "lightning"))
+    assert "Lightning" in markdown
+
+
 def test_interleaving_shuffles_the_order_and_respects_the_budget():
     order = []
 

@@ -50,6 +50,33 @@ def test_layer_used_twice_before_backward(
     assert_close(actual, reference_grads(layer, x, loss_of))
 
 
+def test_chunks_fit_the_cache_on_a_cpu_and_only_bound_memory_elsewhere() -> None:
+    """The bench's `wide` shape: 2.4 MB of columns per image, one image per chunk on a CPU; on a GPU
+    128 one-image rounds of kernel launches would cost 30 times nn.Conv2d, so it goes in one chunk."""
+    g, shape = fast.FastConv2d(64, 64, 3).geometry(), (128, 64, 34, 34)  # 32 x 32 images, padded
+    assert len(fast._Plan(g, shape, torch.device("cpu")).chunks(128)) == 128
+    assert fast._Plan(g, shape, torch.device("cuda")).chunks(128) == [slice(0, 128)]
+    # Memory stays bounded there too: a batch whose columns pass DEVICE_CHUNK_BYTES is split.
+    assert len(fast._Plan(g, shape, torch.device("cuda")).chunks(1024)) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "chunk_bytes", [fast.DEVICE_CHUNK_BYTES, 1], ids=["one chunk", "one image per chunk"]
+)
+def test_chunked_and_whole_batches_match_f_conv2d_on_cuda(monkeypatch, chunk_bytes: int) -> None:
+    monkeypatch.setattr(fast, "DEVICE_CHUNK_BYTES", chunk_bytes)
+    layer = fast.FastConv2d(4, 6, 3, padding=1, dtype=torch.float64, device="cuda")
+    x = torch.randn(5, 4, 9, 9, dtype=torch.float64, device="cuda", requires_grad=True)
+
+    def loss_of(conv):
+        return (conv(x) ** 2).sum()
+
+    actual = torch.autograd.grad(loss_of(layer), [x, layer.weight, layer.bias])
+    assert_close(actual, reference_grads(layer, x, loss_of))
+
+
 def test_onednn_products_match_torch_matmul() -> None:
     if fast.ONEDNN_LINEAR is None:
         pytest.skip("torch built without oneDNN's inner product")

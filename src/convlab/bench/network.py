@@ -189,7 +189,10 @@ def plain_epoch(net: nn.Module, loader: DataLoader, device: torch.device, keep_s
     """Seconds for one pass over loader with a bare PyTorch training loop.
 
     keep_sums: also keep the epoch's loss and accuracy sums, as `LitClassifier` does.
+    The net is moved to device first: a Lightning `fit` on a GPU hands its model back on the CPU, so
+    after one the net is no longer where the batches are.
     """
+    net.to(device)  # in place: the same parameters, so an optimizer made before would still hold them
     sync, optimizer = synchronizer(device), SGD(net.parameters())
     sums = EpochSums() if keep_sums else None
     net.train()

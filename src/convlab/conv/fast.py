@@ -20,6 +20,8 @@ speed is everything around it:
 3. The batch goes in chunks whose columns fit in the cache: the products read
    them while they are hot, and memory holds one chunk's columns, not the
    kH * kW copies of the whole batch that `unfold` keeps for its backward.
+   On a GPU, where each chunk is a round of kernel launches, chunks are sized
+   only to bound memory (DEVICE_CHUNK_BYTES).
 4. Memory is reused from call to call: each layer keeps a buffer for its
    columns, and temporaries live in scratch buffers. A fresh multi-megabyte
    tensor can cost page faults (the C allocator hands freed memory back to the
@@ -58,6 +60,9 @@ from convlab.conv.functional import ConvKernels, Geometry, conv2d
 # Columns per chunk, sized for a CPU with 2 MiB of L2 cache per core: a 64-channel 3x3 layer on
 # 32x32 images goes one image (2.4 MB of columns) at a time.
 CHUNK_BYTES = 4 << 20
+# On a GPU chunks only bound memory: there is no per-core cache to fit, and every chunk is a round of
+# kernel launches, so a batch that small chunks would split into a hundred goes in one.
+DEVICE_CHUNK_BYTES = 1 << 30
 # Dot products of at most this length use batched per-image products instead of one 2-D GEMM.
 SHORT_K = 32
 # Output rows shorter than this are gathered in two steps (im2col_into); longer ones in one copy.
@@ -140,7 +145,8 @@ def reuse(store: MutableMapping, key, shape: tuple[int, ...], like: Tensor) -> T
 class _Plan:
     """How one call lays out its work: output size, the length of each dot product, chunks, layouts."""
 
-    def __init__(self, g: Geometry, x_shape: tuple[int, ...]) -> None:
+    def __init__(self, g: Geometry, x_shape: tuple[int, ...], device: torch.device) -> None:
+        self.chunk_bytes = CHUNK_BYTES if device.type == "cpu" else DEVICE_CHUNK_BYTES
         (self.kh, self.kw), (self.sh, self.sw), (self.dh, self.dw) = g.kernel_size, g.stride, g.dilation
         self.channels, self.groups = x_shape[1], g.groups
         self.h_out, self.w_out = g.output_size(x_shape[2:])
@@ -157,9 +163,9 @@ class _Plan:
         return slice(j * self.dw, j * self.dw + self.sw * (self.w_out - 1) + 1, self.sw)
 
     def chunks(self, batch: int) -> list[slice]:
-        """Slices of the batch whose columns take about CHUNK_BYTES (at 4 bytes a number), 1 image or more."""
+        """Slices of the batch whose columns take about chunk_bytes (at 4 bytes a number), 1 image or more."""
         image_bytes = self.groups * self.k * self.pixels * 4
-        step = max(1, CHUNK_BYTES // max(1, image_bytes))
+        step = max(1, self.chunk_bytes // max(1, image_bytes))
         return [slice(start, min(batch, start + step)) for start in range(0, batch, step)]
 
     def numbers(self, images: int) -> int:
@@ -246,7 +252,7 @@ class FastKernels(ConvKernels):
 
     def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, g: Geometry) -> Tensor:
         """x (N, C, H, W), weight (O, C/G, kH, kW), bias (O,) or None -> (N, O, H_out, W_out)."""
-        p = _Plan(g, x.shape)
+        p = _Plan(g, x.shape, x.device)
         n, c_out = x.shape[0], weight.shape[0]
         # reshape, not view: a weight may be stored in any layout (expanded, channels-last).
         filters = weight.reshape(g.groups, c_out // g.groups, p.k)  # (G, C_out/G, K)
@@ -277,7 +283,7 @@ class FastKernels(ConvKernels):
     def input_grad(self, dy: Tensor, weight: Tensor, size: tuple[int, int], g: Geometry) -> Tensor:
         """dy (N, O, H_out, W_out), weight (O, C/G, kH, kW) -> dx (N, C, H, W)."""
         n, c_out = dy.shape[:2]
-        p = _Plan(g, (n, weight.shape[1] * g.groups, *size))
+        p = _Plan(g, (n, weight.shape[1] * g.groups, *size), dy.device)
         filters = weight.reshape(g.groups, c_out // g.groups, p.k)  # (G, C_out/G, K)
         dx = dy.new_zeros(n, p.channels, *size)
         for part in p.chunks(n):
@@ -287,7 +293,7 @@ class FastKernels(ConvKernels):
 
     def weight_grad(self, x: Tensor, dy: Tensor, g: Geometry) -> Tensor:
         """x (N, C, H, W), dy (N, O, H_out, W_out) -> dW (O, C/G, kH, kW)."""
-        p = _Plan(g, x.shape)
+        p = _Plan(g, x.shape, x.device)
         c_out = dy.shape[1]
         dw = x.new_zeros(g.groups, c_out // g.groups, p.k)  # (G, C_out/G, K)
         kept = None if torch.compiler.is_compiling() else _SCRATCH.columns.get(self)
