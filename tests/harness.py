@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import struct
 import time
 from pathlib import Path
@@ -113,3 +114,10 @@ class FailAtFirstBatch(L.Callback):
 
     def on_train_batch_start(self, *args) -> None:
         raise RuntimeError("deliberate failure")
+
+
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT: Ctrl-C's default action in the child,
+    whatever this process inherited. A job that a non-interactive shell starts in the background
+    (`cmd &` in a script) ignores SIGINT, and so would every process it starts, train.py included."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
-from harness import REPO, compose_train
+from harness import REPO, compose_train, sigint_as_in_a_terminal
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -52,7 +52,9 @@ def start(overrides: list[str], run_dir: Path) -> subprocess.Popen:
     command = [sys.executable, "train.py", *overrides, f"hydra.run.dir={run_dir}"]
     # Output into files, not pipes: a full pipe would stop the run before it is signalled.
     with open(f"{run_dir}.out", "w") as stdout, open(f"{run_dir}.err", "w") as stderr:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, preexec_fn=sigint_as_in_a_terminal
+        )
 
 
 def signal_after_first_epoch(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness import REPO, compose_train, fake_data_overrides, write_fake_mnist
+from harness import REPO, compose_train, fake_data_overrides, sigint_as_in_a_terminal, write_fake_mnist
 from hydra.utils import instantiate
 from torch import nn
 
@@ -122,8 +122,10 @@ def test_a_signal_ends_a_run_stuck_in_the_first_step_estimate(signum: int, tmp_p
     command = [sys.executable, str(REPO / "train.py"), "conv.name=slow_conv.py:SlowConv2d", *data,
                "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
     environment = {**os.environ, "CONVLAB_TEST_MARKER": str(marker)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=environment, **pipes, preexec_fn=sigint_as_in_a_terminal
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
