@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # A resumed run writes its checkpoints into its own new folder, by design (convlab.training.run_dir).
 warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+# The module's transfer_batch_to_device is the one meant (the DataModule has none): Lightning's note
+# that it is the one used, printed by every run on a GPU, asks nothing of the user.
+warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device` in `LightningModule`.*")
 # Lightning's own use of a torch API that newer torch deprecates; nothing a user can act on.
 warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
