@@ -51,8 +51,8 @@ def test_layer_used_twice_before_backward(
 
 
 def test_chunks_fit_the_cache_on_a_cpu_and_only_bound_memory_elsewhere() -> None:
-    """The bench's `wide` shape: 2.4 MB of columns per image, one image per chunk on a CPU; on a GPU
-    128 one-image rounds of kernel launches would cost 30 times nn.Conv2d, so it goes in one chunk."""
+    """The bench's `wide` shape: 2.4 MB of columns per image, one image per chunk on a CPU; on a GPU,
+    where each chunk is a round of kernel launches, the batch goes in one chunk."""
     g, shape = fast.FastConv2d(64, 64, 3).geometry(), (128, 64, 34, 34)  # 32 x 32 images, padded
     assert len(fast._Plan(g, shape, torch.device("cpu")).chunks(128)) == 128
     assert fast._Plan(g, shape, torch.device("cuda")).chunks(128) == [slice(0, 128)]
