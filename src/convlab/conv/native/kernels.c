@@ -212,6 +212,7 @@ typedef struct {
     /* How the backward sums dW (native_backward says why): */
     int by_output; /* C_out/G a whole number of vectors: dW^T = cols @ dout^T */
     int long_rows; /* else, rows of at least LONG_ROW: dot products of rows */
+    int row_runs;  /*   at full width on runs of the image read in place (dw_from_taps) */
     int runs;      /* else, through transposed columns, each (c, i) of a pixel one vector-long run */
     int taps;      /* full width, one output channel per group: forward and dx without columns */
 } Layout;
@@ -230,6 +231,7 @@ static Layout layout(const Shape *s) {
     l.ld = round_up(l.band * l.row, VL);
     l.by_output = l.m % VL == 0;
     l.long_rows = !l.by_output && l.ld >= LONG_ROW;
+    l.row_runs = l.long_rows && l.full;
     l.runs = !l.by_output && !l.long_rows && s->sw == 1 && s->dw == 1 && s->kw <= VL;
     l.taps = l.full && l.m == 1;
     return l;
@@ -252,8 +254,7 @@ static long padded_image(const Shape *s) {
  * past the image: the copy has zeros there, a caller's tensor may end there. 0 where x is read in place. */
 static long image_copy(const Shape *s, const Layout *l) {
     long padded_n = padded_image(s);
-    int runs = l->runs || (l->long_rows && l->full);
-    return padded_n || !runs ? padded_n : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
+    return padded_n || !(l->runs || l->row_runs) ? padded_n : round_up(s->c_in / s->groups * s->h * s->w, VL) + VL;
 }
 
 /* One thread's part of the workspace. */
@@ -595,7 +596,7 @@ void native_backward(const Shape *s, const REAL *x, const REAL *weight, const RE
                         im2col(s, &l, x_g, y0, rows, a.cols);
                         if (!image_finite) zero_junk(s, &l, rows, a.cols);
                         gemm(k, m, ld_r, a.cols, l.ld, a.dout_t, m, a.dw + g * k * m, m, 1);
-                    } else if (grad_w && long_rows && l.full && image_finite) {
+                    } else if (grad_w && l.row_runs && image_finite) {
                         dw_from_taps(s, &l, a.dout, x_g, y0, ld_r, a.dw + g * m * ldk);
                     } else if (grad_w && long_rows) {
                         im2col(s, &l, x_g, y0, rows, a.cols);
