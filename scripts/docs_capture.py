@@ -178,10 +178,13 @@ def machine() -> str:
 
 
 def torch_version(folder: Path) -> str:
-    """torch's version in the environment the commands ran in."""
+    """torch's version in the environment the commands ran in, as `torch.__version__` gives it.
+
+    Imported rather than read from the distribution's metadata, which leaves out the build tag
+    (`+cu132`, `+cpu`): the tag tells which wheel produced the output.
+    """
     done = subprocess.run(
-        # The installed distribution's version: as torch.__version__ says, without importing torch.
-        ["python", "-c", "from importlib.metadata import version; print(version('torch'))"],
+        ["python", "-c", "import torch; print(torch.__version__)"],
         cwd=folder,
         env=environment(folder),
         capture_output=True,

@@ -58,6 +58,13 @@ def test_main_writes_a_stamped_file_and_refuses_an_unexpected_status(tmp_path: P
     assert out.read_text() == text  # nothing written for a run that went wrong
 
 
+def test_the_stamp_names_torch_as_torch_version_does_build_tag_included() -> None:
+    import torch
+
+    with docs_capture.workspace() as folder:
+        assert docs_capture.torch_version(folder) == torch.__version__
+
+
 def test_a_command_past_its_timeout_is_stopped_with_its_children(tmp_path: Path) -> None:
     marker = tmp_path / "still-running"
     with docs_capture.workspace(tmp_path) as folder, pytest.raises(TimeoutError, match="ran past 1 s"):
