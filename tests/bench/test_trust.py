@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from convlab.bench.tables import trust_lines
 from convlab.bench.timing import CoreShare, interleaved_times
 from convlab.bench.trust import (
     BASELINE_MAX_SPREAD,
@@ -33,6 +34,17 @@ def test_a_quiet_machine_raises_nothing():
     for spread in (0.05, 0.1, 0.3, 0.02, 0.1):  # one noisy measurement of five
         check.count(spread)
     assert check.reasons() == [] and not check.busy and check.warning() is None
+
+
+def test_the_quiet_line_gives_loads_to_two_decimals():
+    check = MachineCheck(
+        cores=2, threads=2, clock="wall", load_before=0.4453125, load_after=1.6201171875, elapsed_s=600
+    )
+    check.core_share = 1.55
+    assert trust_lines({"check": check.to_dict()}) == [
+        "Quiet machine: load average 0.45 before, 1.62 after, 155% of a core in the timed calls.",
+        "",
+    ]
 
 
 def test_load_before_the_run_beyond_the_free_cores_is_called_busy():

@@ -67,8 +67,9 @@ def trust_lines(machine: dict) -> list[str]:
             "",
         ]
     share = f", {check['core_share']:.0%} of a core in the timed calls" if check.get("core_share") else ""
+    before, after = check["load_before"], check["load_after"]
     return [
-        f"Quiet machine: load average {check['load_before']} before, {check['load_after']} after{share}.",
+        f"Quiet machine: load average {before:.2f} before, {after:.2f} after{share}.",
         "",
     ]
 
